@@ -17,12 +17,6 @@ use tonic::{Request, Response, Status};
 use crate::backend::RegisterLimits;
 use crate::{KeyBackend, KeystoreConfig, KeystoreError};
 
-/// Length of an identity key: an Ed25519 or X25519 public key.
-pub const IDENTITY_KEY_LEN: usize = 32;
-/// Longest device id accepted.
-pub const MAX_DEVICE_ID_LEN: usize = 64;
-
-/// The keystore gRPC service.
 #[derive(Clone)]
 pub struct KeystoreService {
     /// Where registrations live.
@@ -64,26 +58,13 @@ impl KeystoreService {
 }
 
 /// Checks an address and returns (identity key, device id).
-pub fn check_address(address: Option<&Address>) -> Result<(&Bytes, &Bytes), KeystoreError> {
-    let a = address.ok_or_else(|| KeystoreError::InvalidRequest("address missing".into()))?;
-    check_identity_key(&a.identity_key)?;
-    if a.device_id.is_empty() || a.device_id.len() > MAX_DEVICE_ID_LEN {
-        return Err(KeystoreError::InvalidRequest(format!(
-            "deviceId must be 1..={MAX_DEVICE_ID_LEN} bytes, got {}",
-            a.device_id.len()
-        )));
-    }
+fn check_address(address: Option<&Address>) -> Result<(&Bytes, &Bytes), KeystoreError> {
+    let a = tassis_proto::address::check_address(address).map_err(|e| KeystoreError::InvalidRequest(e.to_string()))?;
     Ok((&a.identity_key, &a.device_id))
 }
 
 fn check_identity_key(k: &Bytes) -> Result<(), KeystoreError> {
-    if k.len() != IDENTITY_KEY_LEN {
-        return Err(KeystoreError::InvalidRequest(format!(
-            "identityKey must be {IDENTITY_KEY_LEN} bytes, got {}",
-            k.len()
-        )));
-    }
-    Ok(())
+    tassis_proto::address::check_identity_key(k).map_err(|e| KeystoreError::InvalidRequest(e.to_string()))
 }
 
 #[tonic::async_trait]

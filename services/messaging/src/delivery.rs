@@ -1,0 +1,182 @@
+//! One gateway's delivery stream, seen from a messaging replica.
+//!
+//! The gateway subscribes each authenticated connection (a subscription id names it). For every
+//! subscription a task watches the device's notifications *first*, then replays the unacked
+//! backlog in send order, then reads past the last delivered id whenever a notification arrives —
+//! so a message enqueued at any moment is either in the backlog read or announced afterwards,
+//! never missed. Any replica can serve any device because notifications are routed per device by
+//! the backend (Redis sharded pub/sub, or in-process channels), not by replica.
+//!
+//! Acks from the gateway delete messages. When the stream ends (gateway gone), every subscription
+//! task is cancelled; unacked messages stay queued for the next login.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use tassis_proto::messaging_v1::{
+    AckDelivery, Delivery, DeliveryEvent, GatewayEvent, Subscribe, SubscriptionFailed, delivery_event,
+    gateway_event,
+};
+use tokio::sync::{Semaphore, mpsc};
+use tokio_util::sync::CancellationToken;
+use tonic::Status;
+
+use crate::{DeviceAddress, MessageId, MessagingConfig, MessagingError, QueueBackend};
+
+/// Events flowing to the gateway.
+pub type Outbound = mpsc::Sender<Result<DeliveryEvent, Status>>;
+
+/// How many deliveries may wait for the gRPC stream before subscription tasks pause.
+pub const STREAM_BUFFER: usize = 1024;
+/// How many acks one stream applies at once.
+const ACKS_IN_FLIGHT: usize = 256;
+
+/// A live subscription on this stream.
+struct Subscription {
+    /// The device being delivered.
+    device: DeviceAddress,
+    /// Stops the subscription's task.
+    cancel: CancellationToken,
+}
+
+/// Runs one gateway stream until the gateway closes it (or it breaks).
+pub async fn run_stream<S>(backend: Arc<dyn QueueBackend>, config: Arc<MessagingConfig>, mut inbound: S, out: Outbound)
+where
+    S: futures::Stream<Item = Result<GatewayEvent, Status>> + Unpin,
+{
+    use futures::StreamExt;
+    let stream_cancel = CancellationToken::new();
+    let _cancel_all = stream_cancel.clone().drop_guard();
+    let acks = Arc::new(Semaphore::new(ACKS_IN_FLIGHT));
+    let mut subs: HashMap<u64, Subscription> = HashMap::new();
+    while let Some(event) = inbound.next().await {
+        let event = match event {
+            Ok(GatewayEvent { event: Some(e) }) => e,
+            Ok(GatewayEvent { event: None }) => continue,
+            Err(status) => {
+                tracing::debug!(%status, "delivery stream broke");
+                break;
+            }
+        };
+        match event {
+            gateway_event::Event::Subscribe(Subscribe {
+                subscription_id,
+                address,
+            }) => {
+                let device = match tassis_proto::address::check_address(address.as_ref()) {
+                    Ok(a) => DeviceAddress {
+                        identity_key: a.identity_key.clone(),
+                        device_id: a.device_id.clone(),
+                    },
+                    Err(e) => {
+                        fail(&out, subscription_id, &e.to_string()).await;
+                        continue;
+                    }
+                };
+                if let Some(old) = subs.remove(&subscription_id) {
+                    old.cancel.cancel();
+                }
+                if subs.len() >= config.max_subscriptions_per_stream {
+                    fail(&out, subscription_id, "too many subscriptions on this stream").await;
+                    continue;
+                }
+                let cancel = stream_cancel.child_token();
+                tokio::spawn(serve_subscription(
+                    backend.clone(),
+                    device.clone(),
+                    subscription_id,
+                    config.delivery_batch,
+                    out.clone(),
+                    cancel.clone(),
+                ));
+                subs.insert(subscription_id, Subscription { device, cancel });
+            }
+            gateway_event::Event::Unsubscribe(u) => {
+                if let Some(s) = subs.remove(&u.subscription_id) {
+                    s.cancel.cancel();
+                }
+            }
+            gateway_event::Event::Ack(AckDelivery {
+                subscription_id,
+                message_id,
+            }) => {
+                let Some(sub) = subs.get(&subscription_id) else { continue };
+                let Ok(id) = message_id.parse::<MessageId>() else {
+                    tracing::debug!(%message_id, "ignoring ack with malformed id");
+                    continue;
+                };
+                let Ok(permit) = acks.clone().acquire_owned().await else { break };
+                let backend = backend.clone();
+                let device = sub.device.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = backend.ack(&device, id).await {
+                        // The message stays queued and is redelivered at the next login.
+                        tracing::warn!(error = %e, "ack failed");
+                    }
+                    drop(permit);
+                });
+            }
+        }
+    }
+}
+
+async fn fail(out: &Outbound, subscription_id: u64, reason: &str) {
+    let _ = out
+        .send(Ok(DeliveryEvent {
+            event: Some(delivery_event::Event::Failed(SubscriptionFailed {
+                subscription_id,
+                reason: reason.to_string(),
+            })),
+        }))
+        .await;
+}
+
+/// Delivers one device's queue to one subscription until cancelled.
+async fn serve_subscription(
+    backend: Arc<dyn QueueBackend>,
+    device: DeviceAddress,
+    subscription_id: u64,
+    batch: usize,
+    out: Outbound,
+    cancel: CancellationToken,
+) {
+    let run = async {
+        // Watch before reading, so nothing enqueued in between goes unannounced.
+        let mut watch = backend.watch(&device).await?;
+        let mut last: Option<MessageId> = None;
+        loop {
+            let msgs = backend.read(&device, last, batch).await?;
+            let full = msgs.len() == batch;
+            for m in msgs {
+                last = Some(m.id);
+                let ev = DeliveryEvent {
+                    event: Some(delivery_event::Event::Delivery(Delivery {
+                        subscription_id,
+                        message_id: m.id.to_string(),
+                        message: m.payload,
+                        enqueued_at_ms: m.id.ms as i64,
+                    })),
+                };
+                if out.send(Ok(ev)).await.is_err() {
+                    return Ok(());
+                }
+            }
+            if full {
+                continue;
+            }
+            if !watch.changed().await {
+                // The backend dropped our subscription (e.g. its pub/sub connection was reset):
+                // subscribe again and re-read, which catches anything announced meanwhile.
+                watch = backend.watch(&device).await?;
+            }
+        }
+    };
+    let res: Result<(), MessagingError> = tokio::select! {
+        _ = cancel.cancelled() => Ok(()),
+        r = run => r,
+    };
+    if let Err(e) = res {
+        tracing::warn!(error = %e, "subscription failed");
+        fail(&out, subscription_id, &e.to_string()).await;
+    }
+}
