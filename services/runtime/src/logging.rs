@@ -19,7 +19,11 @@ pub fn init(format: LogFormat, filter: &str) -> Result<(), RuntimeError> {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_new(filter)
         .map_err(|e| RuntimeError::Logging(format!("bad log filter {filter:?}: {e}")))?;
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_target(false);
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(false)
+        .with_ansi(ansi);
     let res = match format {
         LogFormat::Plain => builder.try_init(),
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

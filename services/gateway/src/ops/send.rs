@@ -1,0 +1,24 @@
+//! OutboundMessage (anonymous): queue a sealed-sender message for one device. The Ack goes out
+//! only after messaging has stored it durably. Nothing about the sender is known or logged.
+
+use tassis_proto::messaging_v1::EnqueueRequest;
+use tassis_proto::tassis::{Ack, OutboundMessage, message::Payload};
+
+use crate::session::{Flow, Session};
+use crate::{ErrorName, GatewayError};
+
+pub async fn handle(s: &mut Session, seq: u32, m: OutboundMessage) -> Result<Flow, GatewayError> {
+    tassis_proto::address::check_address(m.to.as_ref())?;
+    let req = EnqueueRequest {
+        to: m.to,
+        message: m.unidentified_sender_message,
+    };
+    s.ctx
+        .upstream
+        .messaging
+        .clone()
+        .enqueue(s.ctx.upstream.request(req))
+        .await
+        .map_err(|st| GatewayError::from_status(st, ErrorName::UnknownDevice))?;
+    super::reply(s, seq, Payload::Ack(Ack {})).await
+}

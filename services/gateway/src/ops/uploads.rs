@@ -1,0 +1,29 @@
+//! RequestUploadAuthorizations (any connection): numRequested is validated here first
+//! (`invalid_request`), then the attachments service signs (or answers `unavailable`).
+
+use tassis_proto::attachments_v1::RequestUploadAuthorizationsRequest;
+use tassis_proto::tassis::{RequestUploadAuthorizations, message::Payload};
+
+use crate::session::{Flow, Session};
+use crate::{ErrorName, GatewayError};
+
+pub async fn handle(s: &mut Session, seq: u32, r: RequestUploadAuthorizations) -> Result<Flow, GatewayError> {
+    if r.num_requested < 1 {
+        return Err(GatewayError::invalid_request(format!(
+            "numRequested must be at least 1, got {}",
+            r.num_requested
+        )));
+    }
+    let reply = s
+        .ctx
+        .upstream
+        .attachments
+        .clone()
+        .request_upload_authorizations(s.ctx.upstream.request(RequestUploadAuthorizationsRequest {
+            num_requested: r.num_requested,
+        }))
+        .await
+        .map_err(|st| GatewayError::from_status(st, ErrorName::Unavailable))?
+        .into_inner();
+    super::reply(s, seq, Payload::UploadAuthorizations(reply)).await
+}

@@ -1,0 +1,252 @@
+//! One client connection: its login state, its server-side sequence counter, its keepalive and
+//! the dispatch of each inbound payload to the operation modules in [`crate::ops`].
+//!
+//! Requests are handled one at a time in arrival order, so a client's sends are queued in the
+//! order it made them. Deliveries do not wait behind requests of other connections: they arrive
+//! on the device's subscription and go straight to the writer queue.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::StreamExt;
+use prost::Message as _;
+use tassis_proto::tassis::{AuthChallenge, Configuration, Error as ProtoError, Message, message::Payload};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_util::sync::CancellationToken;
+
+use crate::connection::{WsSource, close_frame, drain, frame};
+use crate::delivery::{HubEvent, Subscription};
+use crate::listener::Ctx;
+use crate::{ErrorName, GatewayError, ops};
+
+/// A logged-in device on this connection.
+pub struct LoggedIn {
+    /// The device address proven at login.
+    pub address: tassis_proto::tassis::Address,
+    /// Deliveries for the device.
+    pub subscription: Subscription,
+    /// Delivered, not yet acked: our sequence -> message id, oldest first.
+    pub pending: BTreeMap<u32, String>,
+}
+
+/// What the session loop does after handling an event.
+pub enum Flow {
+    Continue,
+    Close(CloseCode, &'static str),
+}
+
+/// One connection's state.
+pub struct Session {
+    pub ctx: Arc<Ctx>,
+    /// Frames to the writer task.
+    pub out: mpsc::Sender<WsMessage>,
+    /// Next server-originated sequence number.
+    next_seq: u32,
+    /// This connection's login challenge.
+    pub nonce: [u8; 32],
+    /// Set once the connection has logged in.
+    pub login: Option<LoggedIn>,
+}
+
+impl Session {
+    pub fn new(ctx: Arc<Ctx>, out: mpsc::Sender<WsMessage>) -> Self {
+        Self {
+            ctx,
+            out,
+            next_seq: 1,
+            nonce: rand::random(),
+            login: None,
+        }
+    }
+
+    /// Allocates the next server sequence number.
+    pub fn next_seq(&mut self) -> u32 {
+        let s = self.next_seq;
+        self.next_seq = self.next_seq.wrapping_add(1).max(1);
+        s
+    }
+
+    /// Queues a frame for the writer, waiting for room (the write deadline bounds the wait).
+    pub async fn send(&self, sequence: u32, payload: Payload) -> Result<(), ()> {
+        self.out.send(frame(sequence, payload)).await.map_err(|_| ())
+    }
+
+    /// Queues a server-originated message with a fresh sequence.
+    pub async fn push(&mut self, payload: Payload) -> Result<u32, ()> {
+        let seq = self.next_seq();
+        self.send(seq, payload).await?;
+        Ok(seq)
+    }
+
+    /// Queues an Error reply.
+    pub async fn send_error(&self, sequence: u32, e: &GatewayError) -> Result<(), ()> {
+        self.send(
+            sequence,
+            Payload::Error(ProtoError {
+                name: e.name.as_str().to_string(),
+                description: e.description.clone(),
+            }),
+        )
+        .await
+    }
+
+    fn kind(&self) -> &'static str {
+        if self.login.is_some() { "authenticated" } else { "anonymous" }
+    }
+
+    /// Runs the connection to its end.
+    pub async fn run(mut self, mut source: WsSource, writer_failed: CancellationToken) {
+        let shutdown = self.ctx.shutdown.clone();
+        let cfg = self.ctx.config.clone();
+        let max_attachment_size = self.ctx.upstream.max_attachment_size().unwrap_or(0);
+        self.ctx.metrics.connections.with_label_values(&["anonymous"]).inc();
+        let mut kind = "anonymous";
+
+        let greeted = async {
+            self.push(Payload::Configuration(Configuration { max_attachment_size })).await?;
+            let nonce = Bytes::copy_from_slice(&self.nonce);
+            self.push(Payload::AuthChallenge(AuthChallenge { nonce })).await
+        };
+        let mut flow = if greeted.await.is_err() { Flow::Close(CloseCode::Error, "") } else { Flow::Continue };
+
+        let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
+        let mut prekeys = tokio::time::interval_at(Instant::now() + cfg.prekeys_low_interval, cfg.prekeys_low_interval);
+        let idle = tokio::time::sleep(cfg.idle_timeout);
+        tokio::pin!(idle);
+
+        while matches!(flow, Flow::Continue) {
+            flow = tokio::select! {
+                _ = shutdown.wait() => Flow::Close(CloseCode::Away, "server shutting down"),
+                _ = writer_failed.cancelled() => break,
+                _ = &mut idle => Flow::Close(CloseCode::Normal, "idle timeout"),
+                _ = ping.tick() => {
+                    match self.out.try_send(WsMessage::Ping(Bytes::new())) {
+                        Ok(()) => Flow::Continue,
+                        Err(_) => Flow::Close(CloseCode::Policy, "client is not reading"),
+                    }
+                }
+                _ = prekeys.tick(), if self.login.is_some() => ops::prekeys_low::check(&mut self).await,
+                ev = next_delivery(&mut self.login) => self.on_delivery(ev),
+                f = source.next() => {
+                    idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
+                    match f {
+                        None => break,
+                        Some(Ok(WsMessage::Binary(data))) => self.on_frame(data).await,
+                        Some(Ok(WsMessage::Text(_))) => self.reply_unreadable("text frames are not tassis messages").await,
+                        Some(Ok(WsMessage::Close(_))) => break,
+                        Some(Ok(_)) => Flow::Continue, // ping (auto-answered), pong, raw frame
+                        Some(Err(WsError::Capacity(CapacityError::MessageTooLong { size, max_size }))) => {
+                            let e = GatewayError::new(
+                                ErrorName::MessageTooLarge,
+                                format!("frame of {size} bytes exceeds the {max_size} byte limit"),
+                            );
+                            let _ = self.send_error(0, &e).await;
+                            Flow::Close(CloseCode::Size, "message too large")
+                        }
+                        Some(Err(e)) => {
+                            tracing::debug!(error = %e, "read failed");
+                            break;
+                        }
+                    }
+                }
+            };
+            if self.kind() != kind {
+                self.ctx.metrics.connections.with_label_values(&[kind]).dec();
+                kind = self.kind();
+                self.ctx.metrics.connections.with_label_values(&[kind]).inc();
+            }
+        }
+        if let Flow::Close(code, reason) = flow {
+            if self.out.send(close_frame(code, reason)).await.is_ok() {
+                drain(&mut source).await;
+            }
+        }
+        self.ctx.metrics.connections.with_label_values(&[kind]).dec();
+    }
+
+    async fn reply_unreadable(&self, why: &str) -> Flow {
+        match self.send_error(0, &GatewayError::invalid_request(why)).await {
+            Ok(()) => Flow::Continue,
+            Err(()) => Flow::Close(CloseCode::Error, ""),
+        }
+    }
+
+    /// Handles one binary frame.
+    async fn on_frame(&mut self, data: Bytes) -> Flow {
+        let msg = match Message::decode(data) {
+            Ok(m) => m,
+            Err(_) => return self.reply_unreadable("frame is not a valid tassis Message").await,
+        };
+        let seq = msg.sequence;
+        let (op, result) = ops::dispatch(self, seq, msg.payload).await;
+        match result {
+            Ok(flow) => {
+                if let Some(op) = op {
+                    self.ctx.metrics.operations.with_label_values(&[op, "ok"]).inc();
+                }
+                flow
+            }
+            Err(e) => {
+                self.ctx
+                    .metrics
+                    .operations
+                    .with_label_values(&[op.unwrap_or("invalid"), e.name.as_str()])
+                    .inc();
+                if self.send_error(seq, &e).await.is_err() {
+                    return Flow::Close(CloseCode::Error, "");
+                }
+                if e.name == ErrorName::Unauthorized && op == Some("login") {
+                    Flow::Close(CloseCode::Policy, "unauthorized")
+                } else {
+                    Flow::Continue
+                }
+            }
+        }
+    }
+
+    /// Forwards one delivery to the client.
+    fn on_delivery(&mut self, ev: Option<HubEvent>) -> Flow {
+        let seq = self.next_seq();
+        let max_pending = self.ctx.config.max_unacked_per_connection;
+        let Some(login) = self.login.as_mut() else { return Flow::Continue };
+        match ev {
+            Some(HubEvent::Delivery(d)) => {
+                if self.out.try_send(frame(seq, Payload::InboundMessage(d.message))).is_err() {
+                    return Flow::Close(CloseCode::Policy, "client is not reading");
+                }
+                self.ctx.metrics.deliveries.with_label_values(&["pushed"]).inc();
+                login.pending.insert(seq, d.message_id);
+                while login.pending.len() > max_pending {
+                    login.pending.pop_first();
+                }
+                Flow::Continue
+            }
+            Some(HubEvent::Failed(reason)) => {
+                tracing::warn!(%reason, "subscription failed");
+                let e = GatewayError::new(ErrorName::UnableToOpenSubscriber, "message delivery failed, reconnect");
+                let _ = self.out.try_send(frame(
+                    seq,
+                    Payload::Error(ProtoError {
+                        name: e.name.as_str().into(),
+                        description: e.description,
+                    }),
+                ));
+                Flow::Close(CloseCode::Again, "delivery failed")
+            }
+            None => Flow::Close(CloseCode::Policy, "client is not reading"),
+        }
+    }
+}
+
+/// Waits for the next delivery of a logged-in connection; never completes otherwise.
+async fn next_delivery(login: &mut Option<LoggedIn>) -> Option<HubEvent> {
+    match login {
+        Some(l) => l.subscription.recv().await,
+        None => std::future::pending().await,
+    }
+}

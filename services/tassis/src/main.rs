@@ -1,0 +1,37 @@
+//! The `tassis` binary: one role per subcommand. `standalone` runs all four services in one
+//! process, wired through the same gRPC interfaces as in a cluster, on the embedded backends.
+
+mod roles;
+
+use clap::Parser;
+
+#[derive(Parser)]
+#[command(name = "tassis", version, about = "End-to-end-encrypted messaging back end (Signal protocol): key distribution and message transport")]
+struct Cli {
+    #[command(subcommand)]
+    role: roles::Role,
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let common = cli.role.common().clone();
+    if let Err(e) = tassis_runtime::logging::init(common.log_format, &common.log) {
+        eprintln!("tassis: {e}");
+        return std::process::ExitCode::from(2);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tassis: cannot start the async runtime: {e}");
+            return std::process::ExitCode::from(1);
+        }
+    };
+    match rt.block_on(cli.role.run()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            eprintln!("tassis: {e:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}

@@ -1,0 +1,245 @@
+//! The roles `tassis` can run, each a thin composition of the service crates: parse and validate
+//! configuration, bind listeners, serve until SIGTERM, drain.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::{Context, Result};
+use tassis_attachments::{AttachmentsConfig, AttachmentsService, NoObjectStore};
+use tassis_gateway::GatewayConfig;
+use tassis_gateway::upstream::UpstreamArgs;
+use tassis_keystore::{KeystoreConfig, KeystoreService, MemoryKeyStore};
+use tassis_messaging::backend::DeviceAddress;
+use tassis_messaging::{KeystoreRegistrations, MemoryQueues, MessagingConfig, MessagingError, MessagingService, Registrations};
+use tassis_runtime::config::CommonArgs;
+use tassis_runtime::{AdminServer, Health, Shutdown};
+
+#[derive(clap::Subcommand)]
+pub enum Role {
+    /// All four services in one process on embedded in-memory backends.
+    Standalone {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        gateway: GatewayConfig,
+        #[command(flatten)]
+        keystore: KeystoreConfig,
+        #[command(flatten)]
+        messaging: MessagingConfig,
+        #[command(flatten)]
+        attachments: AttachmentsConfig,
+    },
+    /// The WebSocket gateway.
+    Gateway {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        gateway: GatewayConfig,
+        #[command(flatten)]
+        upstream: UpstreamArgs,
+    },
+    /// The keystore gRPC service.
+    Keystore {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        keystore: KeystoreConfig,
+    },
+    /// The messaging gRPC service.
+    Messaging {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        messaging: MessagingConfig,
+        /// Keystore gRPC endpoint, asked whether recipients are registered (embedded backend).
+        #[arg(long, env = "TASSIS_KEYSTORE", default_value = "http://127.0.0.1:50051")]
+        keystore: String,
+    },
+    /// The attachments gRPC service.
+    Attachments {
+        #[command(flatten)]
+        common: CommonArgs,
+        #[command(flatten)]
+        attachments: AttachmentsConfig,
+    },
+}
+
+impl Role {
+    pub fn common(&self) -> &CommonArgs {
+        match self {
+            Role::Standalone { common, .. }
+            | Role::Gateway { common, .. }
+            | Role::Keystore { common, .. }
+            | Role::Messaging { common, .. }
+            | Role::Attachments { common, .. } => common,
+        }
+    }
+
+    pub async fn run(self) -> Result<()> {
+        match self {
+            Role::Standalone {
+                common,
+                gateway,
+                keystore,
+                messaging,
+                attachments,
+            } => standalone(common, gateway, keystore, messaging, attachments).await,
+            Role::Gateway { common, gateway, upstream } => {
+                gateway.validate()?;
+                let p = Process::start(&common, "gateway").await?;
+                let listener = tassis_runtime::bind(common.listen).await?;
+                p.ready_when_serving(listener.local_addr()?);
+                tassis_gateway::serve(gateway, upstream, listener, p.health.clone(), p.registry.clone(), p.shutdown.clone(), common.shutdown_grace).await?;
+                Ok(())
+            }
+            Role::Keystore { common, keystore } => {
+                keystore.validate()?;
+                let p = Process::start(&common, "keystore").await?;
+                let listener = tassis_runtime::bind(common.listen).await?;
+                let svc = KeystoreService::new(Arc::new(MemoryKeyStore::new()), keystore);
+                p.ready_when_serving(listener.local_addr()?);
+                p.health.set_ready(true);
+                tassis_keystore::serve(svc, listener, p.shutdown.clone()).await?;
+                Ok(())
+            }
+            Role::Messaging { common, messaging, keystore } => {
+                messaging.validate()?;
+                let p = Process::start(&common, "messaging").await?;
+                let listener = tassis_runtime::bind(common.listen).await?;
+                let regs = Arc::new(KeystoreRegistrations::new(tassis_gateway::upstream::channel(&keystore)?));
+                let queues = Arc::new(MemoryQueues::new(regs, messaging.retention()));
+                let svc = MessagingService::new(queues, messaging);
+                p.ready_when_serving(listener.local_addr()?);
+                p.health.set_ready(true);
+                tassis_messaging::serve(svc, listener, p.shutdown.clone()).await?;
+                Ok(())
+            }
+            Role::Attachments { common, attachments } => {
+                attachments.validate()?;
+                let p = Process::start(&common, "attachments").await?;
+                let listener = tassis_runtime::bind(common.listen).await?;
+                let svc = AttachmentsService::new(Arc::new(NoObjectStore), attachments);
+                p.ready_when_serving(listener.local_addr()?);
+                p.health.set_ready(true);
+                tassis_attachments::serve(svc, listener, p.shutdown.clone()).await?;
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Process-wide pieces every role has: shutdown on signals, health, metrics, the admin server.
+struct Process {
+    role: &'static str,
+    shutdown: Shutdown,
+    health: Arc<Health>,
+    registry: prometheus::Registry,
+    admin: SocketAddr,
+}
+
+impl Process {
+    async fn start(common: &CommonArgs, role: &'static str) -> Result<Self> {
+        let shutdown = Shutdown::on_signals();
+        let health = Health::new();
+        let registry = prometheus::Registry::new();
+        let admin_listener = tassis_runtime::bind(common.admin_listen).await?;
+        let admin = admin_listener.local_addr()?;
+        tokio::spawn(AdminServer::serve(admin_listener, health.clone(), registry.clone(), shutdown.clone()));
+        let h = health.clone();
+        let s = shutdown.clone();
+        tokio::spawn(async move {
+            s.wait().await;
+            h.set_ready(false);
+        });
+        Ok(Self {
+            role,
+            shutdown,
+            health,
+            registry,
+            admin,
+        })
+    }
+
+    /// Logs the one "ready" line once the role's health turns ready.
+    fn ready_when_serving(&self, listen: SocketAddr) {
+        let health = self.health.clone();
+        let role = self.role;
+        let admin = self.admin;
+        tokio::spawn(async move {
+            while !health.is_ready() {
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            tracing::info!(role, %listen, %admin, version = env!("CARGO_PKG_VERSION"), "tassis ready");
+        });
+    }
+}
+
+/// The registration check of the embedded messaging backend in standalone: the in-process keystore.
+struct InProcessRegistrations(Arc<MemoryKeyStore>);
+
+#[async_trait::async_trait]
+impl Registrations for InProcessRegistrations {
+    async fn is_registered(&self, d: &DeviceAddress) -> Result<bool, MessagingError> {
+        Ok(self.0.is_registered(&d.identity_key, &d.device_id))
+    }
+}
+
+async fn standalone(
+    common: CommonArgs,
+    gateway: GatewayConfig,
+    keystore: KeystoreConfig,
+    messaging: MessagingConfig,
+    attachments: AttachmentsConfig,
+) -> Result<()> {
+    gateway.validate()?;
+    keystore.validate()?;
+    messaging.validate()?;
+    attachments.validate()?;
+    let p = Process::start(&common, "standalone").await?;
+    let local = "127.0.0.1:0".parse::<SocketAddr>().expect("literal");
+
+    // The internal services stop only after the gateway has drained its clients.
+    let internal = Shutdown::new();
+    let keys = Arc::new(MemoryKeyStore::new());
+    let ks_listener = tassis_runtime::bind(local).await?;
+    let ks_addr = ks_listener.local_addr()?;
+    let ks = tokio::spawn(tassis_keystore::serve(
+        KeystoreService::new(keys.clone(), keystore),
+        ks_listener,
+        p.shutdown.clone(),
+    ));
+
+    let queues = Arc::new(MemoryQueues::new(Arc::new(InProcessRegistrations(keys)), messaging.retention()));
+    let msg_listener = tassis_runtime::bind(local).await?;
+    let msg_addr = msg_listener.local_addr()?;
+    let ms = tokio::spawn(tassis_messaging::serve(MessagingService::new(queues, messaging), msg_listener, internal.clone()));
+
+    let at_listener = tassis_runtime::bind(local).await?;
+    let at_addr = at_listener.local_addr()?;
+    let at = tokio::spawn(tassis_attachments::serve(
+        AttachmentsService::new(Arc::new(NoObjectStore), attachments),
+        at_listener,
+        internal.clone(),
+    ));
+
+    let upstream = UpstreamArgs {
+        keystore: format!("http://{ks_addr}"),
+        messaging: vec![format!("http://{msg_addr}")],
+        attachments: format!("http://{at_addr}"),
+    };
+    let listener = tassis_runtime::bind(common.listen).await?;
+    p.ready_when_serving(listener.local_addr()?);
+    tassis_gateway::serve(gateway, upstream, listener, p.health.clone(), p.registry.clone(), p.shutdown.clone(), common.shutdown_grace)
+        .await
+        .context("gateway")?;
+    internal.trigger();
+    for (name, h) in [("keystore", ks), ("messaging", ms), ("attachments", at)] {
+        match tokio::time::timeout(common.shutdown_grace, h).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(service = name, error = %e, "stopped with an error"),
+            Ok(Err(e)) => tracing::warn!(service = name, error = %e, "task failed"),
+            Err(_) => tracing::warn!(service = name, "did not stop within the grace period"),
+        }
+    }
+    Ok(())
+}
