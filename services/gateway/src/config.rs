@@ -31,6 +31,11 @@ pub struct GatewayConfig {
     #[arg(long, env = "TASSIS_OUTBOUND_QUEUE", default_value_t = 256)]
     pub outbound_queue: usize,
 
+    /// Deliveries messaging may push for one connection before the gateway has handed them to
+    /// the connection's writer (flow-control window); bounds per-connection buffering.
+    #[arg(long, env = "TASSIS_DELIVERY_WINDOW", default_value_t = 64)]
+    pub delivery_window: u32,
+
     /// Delivered-but-unacked messages remembered per connection for ack mapping; beyond it the
     /// oldest are forgotten (they stay queued and are redelivered at the next login).
     #[arg(long, env = "TASSIS_MAX_UNACKED_PER_CONNECTION", default_value_t = 10_000)]
@@ -74,6 +79,7 @@ impl Default for GatewayConfig {
             write_timeout: Duration::from_secs(10),
             handshake_timeout: Duration::from_secs(10),
             outbound_queue: 256,
+            delivery_window: 64,
             max_unacked_per_connection: 10_000,
             max_connections: 200_000,
             auth_ed25519: true,
@@ -97,6 +103,7 @@ impl GatewayConfig {
         })?;
         ensure(self.write_timeout >= Duration::from_millis(10), || "--write-timeout must be at least 10ms".into())?;
         ensure(self.outbound_queue >= 8, || "--outbound-queue must be at least 8".into())?;
+        ensure((4..=4096).contains(&self.delivery_window), || "--delivery-window must be 4..=4096".into())?;
         ensure(self.max_unacked_per_connection >= 1, || "--max-unacked-per-connection must be at least 1".into())?;
         ensure(self.max_connections >= 1, || "--max-connections must be at least 1".into())?;
         ensure(self.auth_ed25519 || self.auth_xeddsa, || {

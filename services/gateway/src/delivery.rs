@@ -6,8 +6,10 @@
 //! and unsubscribes when dropped. If a stream breaks, the link reconnects with backoff and
 //! re-subscribes every connection; the replica replays unacked backlogs (at-least-once).
 //!
-//! A connection that does not drain its channel loses its subscription (the channel is bounded),
-//! and the connection is then closed: one slow client never stalls the shared stream.
+//! Flow control: each subscription has a window; messaging pushes at most that many deliveries
+//! beyond the credit the connection has returned ([`Subscription::credit`]) as it hands
+//! deliveries to its writer. A connection whose channel still overflows (it can only after a
+//! re-subscribe) loses its subscription and is closed: one slow client never stalls the stream.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -17,7 +19,7 @@ use std::time::Duration;
 
 use parking_lot::Mutex;
 use tassis_proto::messaging_v1::{
-    AckDelivery, Delivery, GatewayEvent, Subscribe, Unsubscribe, delivery_event, gateway_event,
+    AckDelivery, Credit, Delivery, GatewayEvent, Subscribe, Unsubscribe, delivery_event, gateway_event,
     messaging_client::MessagingClient,
 };
 use tassis_proto::tassis::Address;
@@ -92,7 +94,7 @@ impl Link {
     }
 
     /// Keeps the stream up until shutdown.
-    async fn run(self: Arc<Self>, shutdown: Shutdown) {
+    async fn run(self: Arc<Self>, window: u32, shutdown: Shutdown) {
         let mut backoff = Duration::from_millis(100);
         while !shutdown.is_triggered() {
             let (tx, rx) = mpsc::unbounded_channel();
@@ -103,6 +105,7 @@ impl Link {
                         event: Some(gateway_event::Event::Subscribe(Subscribe {
                             subscription_id: *id,
                             address: Some(s.address.clone()),
+                            window,
                         })),
                     });
                 }
@@ -163,13 +166,13 @@ impl Link {
 pub struct DeliveryHub {
     links: Arc<Vec<Arc<Link>>>,
     next_id: Arc<AtomicU64>,
-    /// Capacity of each subscription's channel.
-    capacity: usize,
+    /// Flow-control window of each subscription.
+    window: u32,
 }
 
 impl DeliveryHub {
     /// Starts one link per messaging replica.
-    pub fn start(replicas: &[(String, Channel)], capacity: usize, shutdown: Shutdown) -> Self {
+    pub fn start(replicas: &[(String, Channel)], window: u32, shutdown: Shutdown) -> Self {
         let links: Vec<Arc<Link>> = replicas
             .iter()
             .map(|(endpoint, ch)| {
@@ -182,12 +185,12 @@ impl DeliveryHub {
             })
             .collect();
         for l in &links {
-            tokio::spawn(l.clone().run(shutdown.clone()));
+            tokio::spawn(l.clone().run(window, shutdown.clone()));
         }
         Self {
             links: Arc::new(links),
             next_id: Arc::new(AtomicU64::new(1)),
-            capacity,
+            window,
         }
     }
 
@@ -200,7 +203,9 @@ impl DeliveryHub {
     pub fn subscribe(&self, address: Address) -> Subscription {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let link = self.pick(&address);
-        let (tx, rx) = mpsc::channel(self.capacity);
+        // Room for a full window, plus one more for deliveries still in flight from before a
+        // re-subscribe.
+        let (tx, rx) = mpsc::channel(2 * self.window as usize + 8);
         {
             let mut st = link.state.lock();
             if let Some(t) = &st.tx {
@@ -208,6 +213,7 @@ impl DeliveryHub {
                     event: Some(gateway_event::Event::Subscribe(Subscribe {
                         subscription_id: id,
                         address: Some(address.clone()),
+                        window: self.window,
                     })),
                 });
             }
@@ -237,6 +243,14 @@ impl Subscription {
     /// The next event; None when the subscription was dropped by the hub (slow connection).
     pub async fn recv(&mut self) -> Option<HubEvent> {
         self.rx.recv().await
+    }
+
+    /// Returns flow-control credit for `messages` deliveries handed to the writer.
+    pub fn credit(&self, messages: u32) {
+        self.link.send(gateway_event::Event::Credit(Credit {
+            subscription_id: self.id,
+            messages,
+        }));
     }
 
     /// Acknowledges a delivered message.

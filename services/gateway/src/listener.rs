@@ -48,7 +48,7 @@ impl Gateway {
     ) -> Result<Self, tassis_runtime::RuntimeError> {
         config.validate()?;
         let upstream = Upstream::new(upstream, config.upstream_timeout)?;
-        let hub = DeliveryHub::start(&upstream.messaging_replicas, config.outbound_queue, shutdown.clone());
+        let hub = DeliveryHub::start(&upstream.messaging_replicas, config.delivery_window, shutdown.clone());
         let schemes = Schemes {
             ed25519: config.auth_ed25519,
             xeddsa: config.auth_xeddsa,

@@ -32,6 +32,8 @@ pub struct LoggedIn {
     pub subscription: Subscription,
     /// Delivered, not yet acked: our sequence -> message id, oldest first.
     pub pending: BTreeMap<u32, String>,
+    /// Deliveries handed to the writer since credit was last returned.
+    pub uncredited: u32,
 }
 
 /// What the session loop does after handling an event.
@@ -131,7 +133,7 @@ impl Session {
                     }
                 }
                 _ = prekeys.tick(), if self.login.is_some() => ops::prekeys_low::check(&mut self).await,
-                ev = next_delivery(&mut self.login) => self.on_delivery(ev),
+                ev = next_delivery(&mut self.login) => self.on_delivery(ev).await,
                 f = source.next() => {
                     idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
                     match f {
@@ -210,19 +212,28 @@ impl Session {
     }
 
     /// Forwards one delivery to the client.
-    fn on_delivery(&mut self, ev: Option<HubEvent>) -> Flow {
+    ///
+    /// Waits for room in the writer queue: a client that reads slowly slows its own deliveries
+    /// (credit returns later) and one that stops reading is cut off by the write deadline.
+    async fn on_delivery(&mut self, ev: Option<HubEvent>) -> Flow {
         let seq = self.next_seq();
         let max_pending = self.ctx.config.max_unacked_per_connection;
-        let Some(login) = self.login.as_mut() else { return Flow::Continue };
+        let credit_every = (self.ctx.config.delivery_window / 4).max(1);
         match ev {
             Some(HubEvent::Delivery(d)) => {
-                if self.out.try_send(frame(seq, Payload::InboundMessage(d.message))).is_err() {
-                    return Flow::Close(CloseCode::Policy, "client is not reading");
+                if self.out.send(frame(seq, Payload::InboundMessage(d.message))).await.is_err() {
+                    return Flow::Close(CloseCode::Error, "");
                 }
                 self.ctx.metrics.deliveries.with_label_values(&["pushed"]).inc();
+                let Some(login) = self.login.as_mut() else { return Flow::Continue };
                 login.pending.insert(seq, d.message_id);
                 while login.pending.len() > max_pending {
                     login.pending.pop_first();
+                }
+                login.uncredited += 1;
+                if login.uncredited >= credit_every {
+                    login.subscription.credit(login.uncredited);
+                    login.uncredited = 0;
                 }
                 Flow::Continue
             }

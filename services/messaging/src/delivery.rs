@@ -7,6 +7,10 @@
 //! never missed. Any replica can serve any device because notifications are routed per device by
 //! the backend (Redis sharded pub/sub, or in-process channels), not by replica.
 //!
+//! Flow control: each subscription has a window of deliveries it may push before the gateway
+//! grants more credit (as its client's socket queue drains), so a backlog replay never floods a
+//! slow connection and the gateway's per-connection buffers stay bounded.
+//!
 //! Acks from the gateway delete messages. When the stream ends (gateway gone), every subscription
 //! task is cancelled; unacked messages stay queued for the next login.
 
@@ -18,6 +22,11 @@ use tassis_proto::messaging_v1::{
     gateway_event,
 };
 use tokio::sync::{Semaphore, mpsc};
+
+/// Window used when a Subscribe does not name one.
+pub const DEFAULT_WINDOW: u32 = 64;
+/// Largest window (and largest credit balance) a subscription may have.
+pub const MAX_WINDOW: u32 = 4096;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
@@ -37,6 +46,10 @@ struct Subscription {
     device: DeviceAddress,
     /// Stops the subscription's task.
     cancel: CancellationToken,
+    /// Deliveries the task may still push (flow-control credit).
+    credits: Arc<Semaphore>,
+    /// The subscription's window, which bounds its credit balance.
+    window: u32,
 }
 
 /// Runs one gateway stream until the gateway closes it (or it breaks).
@@ -62,6 +75,7 @@ where
             gateway_event::Event::Subscribe(Subscribe {
                 subscription_id,
                 address,
+                window,
             }) => {
                 let device = match tassis_proto::address::check_address(address.as_ref()) {
                     Ok(a) => DeviceAddress {
@@ -81,6 +95,8 @@ where
                     continue;
                 }
                 let cancel = stream_cancel.child_token();
+                let window = if window == 0 { DEFAULT_WINDOW } else { window.min(MAX_WINDOW) };
+                let credits = Arc::new(Semaphore::new(window as usize));
                 tokio::spawn(serve_subscription(
                     backend.clone(),
                     device.clone(),
@@ -88,8 +104,15 @@ where
                     config.delivery_batch,
                     out.clone(),
                     cancel.clone(),
+                    credits.clone(),
                 ));
-                subs.insert(subscription_id, Subscription { device, cancel });
+                subs.insert(subscription_id, Subscription { device, cancel, credits, window });
+            }
+            gateway_event::Event::Credit(c) => {
+                if let Some(s) = subs.get(&c.subscription_id) {
+                    let room = (s.window as usize).saturating_sub(s.credits.available_permits());
+                    s.credits.add_permits((c.messages as usize).min(room));
+                }
             }
             gateway_event::Event::Unsubscribe(u) => {
                 if let Some(s) = subs.remove(&u.subscription_id) {
@@ -139,6 +162,7 @@ async fn serve_subscription(
     batch: usize,
     out: Outbound,
     cancel: CancellationToken,
+    credits: Arc<Semaphore>,
 ) {
     let run = async {
         // Watch before reading, so nothing enqueued in between goes unannounced.
@@ -148,6 +172,10 @@ async fn serve_subscription(
             let msgs = backend.read(&device, last, batch).await?;
             let full = msgs.len() == batch;
             for m in msgs {
+                match credits.acquire().await {
+                    Ok(p) => p.forget(),
+                    Err(_) => return Ok(()),
+                }
                 last = Some(m.id);
                 let ev = DeliveryEvent {
                     event: Some(delivery_event::Event::Delivery(Delivery {

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use tassis_messaging::delivery::run_stream;
 use tassis_messaging::{DeviceAddress, MemoryQueues, MessagingConfig, MessagingError, QueueBackend, Registrations};
 use tassis_proto::messaging_v1::{
-    AckDelivery, Delivery, DeliveryEvent, GatewayEvent, Subscribe, Unsubscribe, delivery_event, gateway_event,
+    AckDelivery, Credit, Delivery, DeliveryEvent, GatewayEvent, Subscribe, Unsubscribe, delivery_event, gateway_event,
 };
 use tassis_proto::tassis::Address;
 use tokio::sync::mpsc;
@@ -80,7 +80,7 @@ async fn backlog_then_live_then_ack_and_redelivery() {
         q.enqueue(&d, Bytes::from(format!("old{i}"))).await.unwrap();
     }
     let mut s = Stream::open(q.clone());
-    s.send(gateway_event::Event::Subscribe(Subscribe { subscription_id: 7, address: Some(a.clone()) }));
+    s.send(gateway_event::Event::Subscribe(Subscribe { subscription_id: 7, address: Some(a.clone()), window: 0 }));
     let mut ids = Vec::new();
     for i in 0..5 {
         let m = s.next().await;
@@ -103,7 +103,7 @@ async fn backlog_then_live_then_ack_and_redelivery() {
     })
     .await
     .expect("acks applied");
-    s.send(gateway_event::Event::Subscribe(Subscribe { subscription_id: 8, address: Some(a) }));
+    s.send(gateway_event::Event::Subscribe(Subscribe { subscription_id: 8, address: Some(a), window: 0 }));
     let mut again = HashSet::new();
     for _ in 0..4 {
         let m = s.next().await;
@@ -121,8 +121,32 @@ async fn bad_address_fails_the_subscription() {
     s.send(gateway_event::Event::Subscribe(Subscribe {
         subscription_id: 1,
         address: Some(Address { identity_key: Bytes::from_static(b"short"), device_id: Bytes::from_static(b"d") }),
+        window: 0,
     }));
     let ev = s.from_replica.recv().await.unwrap().unwrap();
     assert!(matches!(ev.event, Some(delivery_event::Event::Failed(f)) if f.subscription_id == 1));
 }
 
+
+#[tokio::test]
+async fn pushes_stop_at_the_window_until_credit() {
+    let q: Arc<dyn QueueBackend> = Arc::new(MemoryQueues::new(Arc::new(All), MessagingConfig::default().retention()));
+    let (d, a) = device();
+    for i in 0..5 {
+        q.enqueue(&d, Bytes::from(format!("m{i}"))).await.unwrap();
+    }
+    let mut s = Stream::open(q);
+    s.send(gateway_event::Event::Subscribe(Subscribe { subscription_id: 1, address: Some(a), window: 2 }));
+    assert_eq!(s.next().await.message, Bytes::from_static(b"m0"));
+    assert_eq!(s.next().await.message, Bytes::from_static(b"m1"));
+    // Window used up: nothing more arrives without credit. (An absence can only be observed
+    // over some time; 200 ms is ample for an in-process channel.)
+    let more = tokio::time::timeout(Duration::from_millis(200), s.from_replica.recv()).await;
+    assert!(more.is_err(), "pushed past the window: {more:?}");
+    s.send(gateway_event::Event::Credit(Credit { subscription_id: 1, messages: 2 }));
+    assert_eq!(s.next().await.message, Bytes::from_static(b"m2"));
+    assert_eq!(s.next().await.message, Bytes::from_static(b"m3"));
+    // Credit beyond the window is capped at the window.
+    s.send(gateway_event::Event::Credit(Credit { subscription_id: 1, messages: 1000 }));
+    assert_eq!(s.next().await.message, Bytes::from_static(b"m4"));
+}

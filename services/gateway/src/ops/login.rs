@@ -24,6 +24,7 @@ pub async fn handle(s: &mut Session, seq: u32, a: AuthResponse) -> Result<Flow, 
         address,
         subscription,
         pending: Default::default(),
+        uncredited: 0,
     });
     if let Flow::Close(..) = flow {
         return Ok(flow);
