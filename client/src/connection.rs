@@ -124,12 +124,7 @@ struct PendingGuard<'a> {
 
 impl Drop for PendingGuard<'_> {
     fn drop(&mut self) {
-        self.shared
-            .state
-            .lock()
-            .unwrap()
-            .pending
-            .remove(&self.sequence);
+        self.shared.state.lock().unwrap().pending.remove(&self.sequence);
     }
 }
 
@@ -154,8 +149,7 @@ impl Connection {
     /// [`Connection::connect`] with explicit options.
     pub async fn connect_with(url: &str, options: ConnectOptions) -> Result<Connection> {
         let handshake = async {
-            let (mut ws, _response) =
-                tokio_tungstenite::connect_async_with_config(url, None, true).await?;
+            let (mut ws, _response) = tokio_tungstenite::connect_async_with_config(url, None, true).await?;
             let (configuration, nonce) = read_greeting(&mut ws).await?;
             Ok::<_, ClientError>((ws, configuration, nonce))
         };
@@ -211,11 +205,7 @@ impl Connection {
     }
 
     /// Registers this (authenticated) device's prekeys. Ack.
-    pub async fn register(
-        &self,
-        signed_pre_key: impl Into<Bytes>,
-        one_time_pre_keys: Vec<Bytes>,
-    ) -> Result<()> {
+    pub async fn register(&self, signed_pre_key: impl Into<Bytes>, one_time_pre_keys: Vec<Bytes>) -> Result<()> {
         let register = Register {
             signed_pre_key: signed_pre_key.into(),
             one_time_pre_keys,
@@ -258,10 +248,7 @@ impl Connection {
     /// Asks for up to `n` presigned attachment upload authorizations.
     pub async fn request_upload_authorizations(&self, n: i32) -> Result<Vec<UploadAuthorization>> {
         let request = RequestUploadAuthorizations { num_requested: n };
-        match frame::into_result(
-            self.request(Payload::RequestUploadAuthorizations(request))
-                .await?,
-        )? {
+        match frame::into_result(self.request(Payload::RequestUploadAuthorizations(request)).await?)? {
             Payload::UploadAuthorizations(u) => Ok(u.authorizations),
             other => Err(frame::unexpected("uploadAuthorizations", &other)),
         }
@@ -285,9 +272,7 @@ impl Connection {
                         Some(code) => format!("{code} {reason}"),
                         None => reason,
                     };
-                    return Err(ClientError::Closed {
-                        reason: Some(reason),
-                    });
+                    return Err(ClientError::Closed { reason: Some(reason) });
                 }
                 Some(other) => tracing::debug!(?other, "receive: skipping event"),
                 None => return Err(self.shared.closed_error()),
@@ -297,11 +282,8 @@ impl Connection {
 
     /// Acknowledges inboundMessage `sequence` (the server sends no reply).
     pub async fn ack(&self, sequence: u32) -> Result<()> {
-        self.write(frame::encode(&frame::message(
-            sequence,
-            Payload::Ack(Ack {}),
-        )))
-        .await
+        self.write(frame::encode(&frame::message(sequence, Payload::Ack(Ack {}))))
+            .await
     }
 
     /// Sends `payload` under the next sequence number and waits for the reply with that sequence.
@@ -488,10 +470,7 @@ async fn read_loop(
     shared.mark_closed(&reason);
     let _ = events.send(ServerEvent::Closed { code, reason });
     // Let tungstenite finish the close handshake (it sends our Close reply while reading).
-    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
-        while stream.next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async { while stream.next().await.is_some() {} }).await;
     let _ = done.send(true);
 }
 
@@ -512,12 +491,7 @@ fn dispatch(frame: &[u8], shared: &Shared, events: &mpsc::UnboundedSender<Server
             keys_requested: p.keys_requested,
         },
         _ => {
-            let waiter = shared
-                .state
-                .lock()
-                .unwrap()
-                .pending
-                .remove(&message.sequence);
+            let waiter = shared.state.lock().unwrap().pending.remove(&message.sequence);
             let message = match waiter {
                 Some(tx) => match tx.send(message) {
                     Ok(()) => return,

@@ -139,16 +139,10 @@ mod tests {
     #[test]
     fn wire_bytes_are_exact() {
         // sequence (field 1, varint) = 1, ack (field 2, empty message).
-        assert_eq!(
-            encode(&message(1, Payload::Ack(Ack {}))),
-            [0x08, 0x01, 0x12, 0x00]
-        );
+        assert_eq!(encode(&message(1, Payload::Ack(Ack {}))), [0x08, 0x01, 0x12, 0x00]);
         // inboundMessage is field 16 bytes: key = (16 << 3) | 2 = 0x82 0x01.
         assert_eq!(
-            encode(&message(
-                2,
-                Payload::InboundMessage(Bytes::from_static(b"hi"))
-            )),
+            encode(&message(2, Payload::InboundMessage(Bytes::from_static(b"hi")))),
             [0x08, 0x02, 0x82, 0x01, 0x02, b'h', b'i']
         );
         // preKeysLow is field 12: key = (12 << 3) | 2 = 0x62; keysRequested field 1 varint.
@@ -186,8 +180,7 @@ mod tests {
         assert_eq!(&login.nonce[..], &nonce);
         let key = VerifyingKey::from_bytes(&id.public_key()).unwrap();
         let sig: [u8; 64] = resp.signature[..].try_into().unwrap();
-        key.verify_strict(&resp.login, &Signature::from_bytes(&sig))
-            .unwrap();
+        key.verify_strict(&resp.login, &Signature::from_bytes(&sig)).unwrap();
     }
 
     #[test]

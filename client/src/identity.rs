@@ -211,11 +211,11 @@ impl Identity {
             Some((scheme, rest)) => (scheme.parse()?, rest),
             None => (Scheme::Ed25519, s),
         };
-        let bytes = hex::decode(hex_secret.trim())
-            .map_err(|e| ClientError::InvalidKey(format!("secret is not hex: {e}")))?;
-        let secret: [u8; 32] = bytes.try_into().map_err(|b: Vec<u8>| {
-            ClientError::InvalidKey(format!("secret is {} bytes, want 32", b.len()))
-        })?;
+        let bytes =
+            hex::decode(hex_secret.trim()).map_err(|e| ClientError::InvalidKey(format!("secret is not hex: {e}")))?;
+        let secret: [u8; 32] = bytes
+            .try_into()
+            .map_err(|b: Vec<u8>| ClientError::InvalidKey(format!("secret is {} bytes, want 32", b.len())))?;
         Ok(Self::from_secret(scheme, secret))
     }
 }
@@ -223,12 +223,7 @@ impl Identity {
 impl fmt::Debug for Identity {
     /// Never prints the secret.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "Identity::{}({})",
-            self.scheme(),
-            hex::encode(self.public_key())
-        )
+        write!(f, "Identity::{}({})", self.scheme(), hex::encode(self.public_key()))
     }
 }
 
@@ -316,11 +311,10 @@ mod tests {
     #[test]
     fn ed25519_matches_rfc8032_test1() {
         // RFC 8032 section 7.1, TEST 1 (empty message).
-        let secret: [u8; 32] =
-            hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
-                .unwrap()
-                .try_into()
-                .unwrap();
+        let secret: [u8; 32] = hex::decode("9d61b19deffd5a60ba844af492ec2cc44449c5697b326919703bac031cae7f60")
+            .unwrap()
+            .try_into()
+            .unwrap();
         let id = Identity::from_secret(Scheme::Ed25519, secret);
         assert_eq!(
             hex::encode(id.public_key()),
@@ -338,9 +332,7 @@ mod tests {
         let mut saw_negated = false;
         for i in 0..64u32 {
             let id = Identity::generate_curve25519();
-            let Identity::Curve25519(k) = &id else {
-                unreachable!()
-            };
+            let Identity::Curve25519(k) = &id else { unreachable!() };
             let a = Scalar::from_bytes_mod_order(clamp_integer(k.to_bytes()));
             saw_negated |= (&a * ED25519_BASEPOINT_TABLE).compress().as_bytes()[31] & 0x80 != 0;
 
@@ -368,10 +360,7 @@ mod tests {
     #[test]
     #[ignore = "slow in debug builds; run with --ignored (or --release)"]
     fn exhaustive_bit_flips_fail() {
-        for id in [
-            Identity::generate_ed25519(),
-            Identity::generate_curve25519(),
-        ] {
+        for id in [Identity::generate_ed25519(), Identity::generate_curve25519()] {
             let msg = b"login bytes";
             let sig = id.sign(msg);
             flips_fail(|m, s| verify(&id, m, s), msg, &sig, 0, true);
@@ -384,11 +373,10 @@ mod tests {
     #[test]
     fn xeddsa_public_key_is_x25519() {
         // RFC 7748 section 6.1: Alice's private and public key.
-        let secret: [u8; 32] =
-            hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
-                .unwrap()
-                .try_into()
-                .unwrap();
+        let secret: [u8; 32] = hex::decode("77076d0a7318a57d3c16c17251b26645df4c2f87ebc0992ab177fba51db92c2a")
+            .unwrap()
+            .try_into()
+            .unwrap();
         let id = Identity::from_secret(Scheme::Curve25519, secret);
         assert_eq!(
             hex::encode(id.public_key()),
@@ -428,18 +416,12 @@ mod tests {
             flips_fail(|m, s| verify_xeddsa(key, m, s), msg, sig, i, false);
         }
         // libsignal transmits the Edwards key's real sign bit: both values occur.
-        assert!(
-            sign_bits[0] > 0 && sign_bits[1] > 0,
-            "sign bits seen: {sign_bits:?}"
-        );
+        assert!(sign_bits[0] > 0 && sign_bits[1] > 0, "sign bits seen: {sign_bits:?}");
     }
 
     #[test]
     fn hex_round_trip() {
-        for id in [
-            Identity::generate_ed25519(),
-            Identity::generate_curve25519(),
-        ] {
+        for id in [Identity::generate_ed25519(), Identity::generate_curve25519()] {
             let text = id.to_hex();
             assert!(text.starts_with(id.scheme().as_str()));
             let back = Identity::from_hex(&format!("  {text}\n")).unwrap();

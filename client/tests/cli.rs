@@ -22,10 +22,7 @@ async fn cli(args: &[&str]) -> Output {
         .await
         .unwrap();
     if !out.status.success() {
-        panic!(
-            "tassis-cli {args:?} failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        panic!("tassis-cli {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     }
     out
 }
@@ -51,11 +48,7 @@ async fn accept_login(ws: &mut Ws, device: &[u8]) -> Bytes {
     let address = login.address.unwrap();
     assert_eq!(&login.nonce[..], &NONCE);
     assert_eq!(&address.device_id[..], device);
-    assert!(server_verifies(
-        &address.identity_key,
-        &resp.login,
-        &resp.signature
-    ));
+    assert!(server_verifies(&address.identity_key, &resp.login, &resp.signature));
     put(ws, msg.sequence, Payload::Ack(Ack {})).await;
     address.identity_key
 }
@@ -64,16 +57,7 @@ async fn accept_login(ws: &mut Ws, device: &[u8]) -> Bytes {
 async fn keygen_and_pubkey() {
     for scheme in ["ed25519", "curve25519"] {
         let path = temp_key(scheme);
-        let printed = stdout(
-            &cli(&[
-                "keygen",
-                "--scheme",
-                scheme,
-                "--out",
-                path.to_str().unwrap(),
-            ])
-            .await,
-        );
+        let printed = stdout(&cli(&["keygen", "--scheme", scheme, "--out", path.to_str().unwrap()]).await);
         let identity = Identity::from_hex(&std::fs::read_to_string(&path).unwrap()).unwrap();
         assert_eq!(identity.scheme().as_str(), scheme);
         assert_eq!(printed.trim(), hex::encode(identity.public_key()));
@@ -86,16 +70,7 @@ async fn keygen_and_pubkey() {
 #[tokio::test]
 async fn register_listen_send_prekeys() {
     let key = temp_key("flow");
-    let public = stdout(
-        &cli(&[
-            "keygen",
-            "--scheme",
-            "curve25519",
-            "--out",
-            key.to_str().unwrap(),
-        ])
-        .await,
-    );
+    let public = stdout(&cli(&["keygen", "--scheme", "curve25519", "--out", key.to_str().unwrap()]).await);
     let public = public.trim().to_owned();
     let key = key.to_str().unwrap().to_owned();
 
@@ -133,18 +108,8 @@ async fn register_listen_send_prekeys() {
     // listen --count 2
     let (url, server) = serve(|mut ws| async move {
         accept_login(&mut ws, b"phone").await;
-        put(
-            &mut ws,
-            5,
-            Payload::InboundMessage(Bytes::from_static(b"hello")),
-        )
-        .await;
-        put(
-            &mut ws,
-            6,
-            Payload::InboundMessage(Bytes::from_static(&[0x00, 0xff])),
-        )
-        .await;
+        put(&mut ws, 5, Payload::InboundMessage(Bytes::from_static(b"hello"))).await;
+        put(&mut ws, 6, Payload::InboundMessage(Bytes::from_static(&[0x00, 0xff]))).await;
         for expected in [5, 6] {
             let ack = take(&mut ws).await;
             assert_eq!(ack.sequence, expected);
@@ -200,25 +165,11 @@ async fn register_listen_send_prekeys() {
             signed_pre_key: Bytes::from_static(&[0xab; 4]),
             one_time_pre_key: Bytes::new(),
         }];
-        put(
-            &mut ws,
-            msg.sequence,
-            Payload::PreKeys(PreKeys { pre_keys }),
-        )
-        .await;
+        put(&mut ws, msg.sequence, Payload::PreKeys(PreKeys { pre_keys })).await;
         while ws.next().await.is_some() {}
     })
     .await;
-    let out = cli(&[
-        "prekeys",
-        "--server",
-        &url,
-        "--identity",
-        &public,
-        "--known",
-        "tablet",
-    ])
-    .await;
+    let out = cli(&["prekeys", "--server", &url, "--identity", &public, "--known", "tablet"]).await;
     let text = stdout(&out);
     assert!(
         text.contains("device \"phone\" signedPreKey abababab oneTimePreKey (none left)"),

@@ -10,12 +10,10 @@ use bytes::Bytes;
 use futures::{SinkExt, StreamExt};
 use prost::Message as _;
 use tassis_client::proto::{
-    Ack, Configuration, Error, Login, PreKey, PreKeys, PreKeysLow, UploadAuthorization,
-    UploadAuthorizations, message::Payload,
+    Ack, Configuration, Error, Login, PreKey, PreKeys, PreKeysLow, UploadAuthorization, UploadAuthorizations,
+    message::Payload,
 };
-use tassis_client::{
-    ClientError, ConnectOptions, Connection, Identity, Scheme, ServerEvent, frame,
-};
+use tassis_client::{ClientError, ConnectOptions, Connection, Identity, Scheme, ServerEvent, frame};
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -60,9 +58,7 @@ async fn greeting_error_and_timeout() {
         put(
             &mut ws,
             1,
-            Payload::Configuration(Configuration {
-                max_attachment_size: 1,
-            }),
+            Payload::Configuration(Configuration { max_attachment_size: 1 }),
         )
         .await;
         tokio::time::sleep(Duration::from_secs(10)).await; // never challenges
@@ -95,11 +91,7 @@ async fn login_with_both_schemes() {
             assert_eq!(&address.identity_key[..], &public);
             assert_eq!(&address.device_id[..], b"dev-1");
             assert_eq!(&login.nonce[..], &NONCE);
-            assert!(server_verifies(
-                &address.identity_key,
-                &resp.login,
-                &resp.signature
-            ));
+            assert!(server_verifies(&address.identity_key, &resp.login, &resp.signature));
             put(&mut ws, msg.sequence, Payload::Ack(Ack {})).await;
 
             // A second login attempt is refused.
@@ -141,12 +133,7 @@ async fn concurrent_requests_get_their_own_replies() {
         seqs.sort();
         assert_eq!(seqs, [1, 2, 3, 4]);
         // Answer in reverse order of arrival, with an unrelated event in between.
-        put(
-            &mut ws,
-            99,
-            Payload::PreKeysLow(PreKeysLow { keys_requested: 20 }),
-        )
-        .await;
+        put(&mut ws, 99, Payload::PreKeysLow(PreKeysLow { keys_requested: 20 })).await;
         for req in requests.into_iter().rev() {
             let reply = match req.payload.unwrap() {
                 Payload::RequestPreKeys(r) => {
@@ -193,25 +180,16 @@ async fn concurrent_requests_get_their_own_replies() {
     let conn = Connection::connect_with(&url, fast()).await.unwrap();
     let (pre_keys, sent, uploads, registered) = tokio::join!(
         conn.request_pre_keys(vec![5u8; 32], vec![Bytes::from_static(b"known")]),
-        conn.send(
-            frame::address(vec![5u8; 32], b"d1".to_vec()),
-            b"sealed".to_vec()
-        ),
+        conn.send(frame::address(vec![5u8; 32], b"d1".to_vec()), b"sealed".to_vec()),
         conn.request_upload_authorizations(2),
-        conn.register(
-            b"spk".to_vec(),
-            vec![Bytes::from_static(b"1"), "2".into(), "3".into()]
-        ),
+        conn.register(b"spk".to_vec(), vec![Bytes::from_static(b"1"), "2".into(), "3".into()]),
     );
     let pre_keys = pre_keys.unwrap();
     assert_eq!(pre_keys.len(), 1);
     assert_eq!(&pre_keys[0].one_time_pre_key[..], b"otk");
     sent.unwrap();
     assert_eq!(uploads.unwrap().len(), 2);
-    assert_eq!(
-        registered.unwrap_err().to_string(),
-        "unauthorized:anonymous"
-    );
+    assert_eq!(registered.unwrap_err().to_string(), "unauthorized:anonymous");
     assert_eq!(
         conn.next_event().await,
         Some(ServerEvent::PreKeysLow { keys_requested: 20 })
@@ -224,12 +202,7 @@ async fn concurrent_requests_get_their_own_replies() {
 async fn inbound_events_and_acks() {
     let (url, server) = serve(|mut ws| async move {
         greet(&mut ws, false).await;
-        put(
-            &mut ws,
-            3,
-            Payload::InboundMessage(Bytes::from_static(b"first")),
-        )
-        .await;
+        put(&mut ws, 3, Payload::InboundMessage(Bytes::from_static(b"first"))).await;
         put(
             &mut ws,
             0,
@@ -239,12 +212,7 @@ async fn inbound_events_and_acks() {
             }),
         )
         .await;
-        put(
-            &mut ws,
-            4,
-            Payload::InboundMessage(Bytes::from_static(b"second")),
-        )
-        .await;
+        put(&mut ws, 4, Payload::InboundMessage(Bytes::from_static(b"second"))).await;
         for expected in [3, 4] {
             let ack = take(&mut ws).await;
             assert_eq!(ack.sequence, expected);
@@ -290,10 +258,7 @@ async fn inbound_events_and_acks() {
         })
     );
     // receive() skips to the next inbound message.
-    assert_eq!(
-        conn.receive().await.unwrap(),
-        (4, Bytes::from_static(b"second"))
-    );
+    assert_eq!(conn.receive().await.unwrap(), (4, Bytes::from_static(b"second")));
     conn.ack(4).await.unwrap();
     conn.send_raw_frame(vec![0xff, 0x00, 0x13]).await.unwrap();
     assert!(matches!(
@@ -309,10 +274,7 @@ async fn inbound_events_and_acks() {
     );
     assert_eq!(conn.next_event().await, None);
     assert!(conn.is_closed());
-    assert!(matches!(
-        conn.unregister().await,
-        Err(ClientError::Closed { .. })
-    ));
+    assert!(matches!(conn.unregister().await, Err(ClientError::Closed { .. })));
     server.await.unwrap();
 }
 
@@ -330,10 +292,7 @@ async fn timeouts_and_late_replies() {
     })
     .await;
     let conn = Connection::connect_with(&url, fast()).await.unwrap();
-    assert!(matches!(
-        conn.unregister().await,
-        Err(ClientError::Timeout(_))
-    ));
+    assert!(matches!(conn.unregister().await, Err(ClientError::Timeout(_))));
     // The late Ack surfaces as an event, and the connection still works.
     match conn.next_event().await {
         Some(ServerEvent::Unsolicited(m)) => assert_eq!(m.sequence, 1),
@@ -357,14 +316,9 @@ async fn server_close_fails_pending_requests() {
         while ws.next().await.is_some() {}
     })
     .await;
-    let conn = Connection::connect_with(&url, ConnectOptions::default())
-        .await
-        .unwrap();
+    let conn = Connection::connect_with(&url, ConnectOptions::default()).await.unwrap();
     let started = std::time::Instant::now();
-    let err = conn
-        .request_pre_keys(vec![1u8; 32], vec![])
-        .await
-        .unwrap_err();
+    let err = conn.request_pre_keys(vec![1u8; 32], vec![]).await.unwrap_err();
     assert!(matches!(err, ClientError::Closed { .. }), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(5),
@@ -404,10 +358,7 @@ async fn pings_are_answered_and_close_is_clean() {
     assert!(conn.is_closed());
     assert!(matches!(
         conn.next_event().await,
-        Some(ServerEvent::Closed {
-            code: Some(1000),
-            ..
-        })
+        Some(ServerEvent::Closed { code: Some(1000), .. })
     ));
     server.await.unwrap();
 }

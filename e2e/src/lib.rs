@@ -35,7 +35,14 @@ impl Process {
     pub fn start_with_env(bin: &str, role: &str, args: &[&str], env: &[(&str, &str)]) -> Process {
         let mut cmd = Command::new(bin);
         cmd.arg(role)
-            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--log-format", "json"])
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin-listen",
+                "127.0.0.1:0",
+                "--log-format",
+                "json",
+            ])
             .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -57,13 +64,13 @@ impl Process {
         let l2 = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line) {
-                    if v["message"] == "tassis ready" {
-                        let listen = v["listen"].as_str().and_then(|s| s.parse().ok());
-                        let admin = v["admin"].as_str().and_then(|s| s.parse().ok());
-                        if let (Some(l), Some(a)) = (listen, admin) {
-                            let _ = ready_tx.send((l, a));
-                        }
+                if let Ok(v) = serde_json::from_str::<serde_json::Value>(&line)
+                    && v["message"] == "tassis ready"
+                {
+                    let listen = v["listen"].as_str().and_then(|s| s.parse().ok());
+                    let admin = v["admin"].as_str().and_then(|s| s.parse().ok());
+                    if let (Some(l), Some(a)) = (listen, admin) {
+                        let _ = ready_tx.send((l, a));
                     }
                 }
                 l2.lock().unwrap().push(line);
@@ -158,4 +165,20 @@ pub fn start_failure(bin: &str, args: &[&str]) -> (Option<i32>, String) {
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code(), text)
+}
+
+/// A plain HTTP/1.0 GET (for admin endpoints); returns (status code, body).
+pub fn http_get(addr: SocketAddr, path: &str) -> std::io::Result<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(addr)?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf)?;
+    let status = buf.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((status, body))
 }

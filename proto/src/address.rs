@@ -55,16 +55,31 @@ mod tests {
 
     #[test]
     fn rules() {
-        let ok = Address { identity_key: Bytes::from(vec![1; 32]), device_id: Bytes::from_static(b"d") };
+        let ok = Address {
+            identity_key: Bytes::from(vec![1; 32]),
+            device_id: Bytes::from_static(b"d"),
+        };
         assert!(check_address(Some(&ok)).is_ok());
         assert_eq!(check_address(None), Err(AddressError::Missing));
-        let bad_ik = Address { identity_key: Bytes::from(vec![1; 33]), ..ok.clone() };
+        let bad_ik = Address {
+            identity_key: Bytes::from(vec![1; 33]),
+            ..ok.clone()
+        };
         assert_eq!(check_address(Some(&bad_ik)), Err(AddressError::IdentityKey(33)));
-        let empty_dev = Address { device_id: Bytes::new(), ..ok.clone() };
+        let empty_dev = Address {
+            device_id: Bytes::new(),
+            ..ok.clone()
+        };
         assert_eq!(check_address(Some(&empty_dev)), Err(AddressError::DeviceId(0)));
-        let long_dev = Address { device_id: Bytes::from(vec![1; 65]), ..ok.clone() };
+        let long_dev = Address {
+            device_id: Bytes::from(vec![1; 65]),
+            ..ok.clone()
+        };
         assert_eq!(check_address(Some(&long_dev)), Err(AddressError::DeviceId(65)));
-        let max_dev = Address { device_id: Bytes::from(vec![1; 64]), ..ok };
+        let max_dev = Address {
+            device_id: Bytes::from(vec![1; 64]),
+            ..ok
+        };
         assert!(check_address(Some(&max_dev)).is_ok());
     }
 }

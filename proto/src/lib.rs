@@ -29,9 +29,9 @@ pub mod tassis {
     }
 }
 
+pub use prost::Message as ProstMessage;
 pub use tassis::attachments::v1 as attachments_v1;
 pub use tassis::keystore::v1 as keystore_v1;
 pub use tassis::messaging::v1 as messaging_v1;
-pub use prost::Message as ProstMessage;
 
 pub mod address;

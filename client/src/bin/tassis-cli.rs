@@ -121,13 +121,11 @@ enum Command {
 }
 
 fn parse_scheme(s: &str) -> Result<Scheme, String> {
-    s.parse()
-        .map_err(|e: tassis_client::ClientError| e.to_string())
+    s.parse().map_err(|e: tassis_client::ClientError| e.to_string())
 }
 
 fn read_key(path: &Path) -> anyhow::Result<Identity> {
-    let text = std::fs::read_to_string(path)
-        .with_context(|| format!("reading key file {}", path.display()))?;
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?;
     Identity::from_hex(&text).with_context(|| format!("parsing key file {}", path.display()))
 }
 
@@ -162,11 +160,7 @@ fn identity_key_from_hex(s: &str) -> anyhow::Result<Bytes> {
 
 fn printable(payload: &[u8]) -> String {
     match std::str::from_utf8(payload) {
-        Ok(text)
-            if !text
-                .chars()
-                .any(|c| c.is_control() && c != '\n' && c != '\t') =>
-        {
+        Ok(text) if !text.chars().any(|c| c.is_control() && c != '\n' && c != '\t') => {
             format!("text {text:?}")
         }
         _ => format!("hex {}", hex::encode(payload)),
@@ -190,17 +184,10 @@ impl Ctx {
             .with_context(|| format!("connecting to {}", server.server))
     }
 
-    async fn login(
-        &self,
-        server: &ServerArg,
-        key: &Path,
-        device: &str,
-    ) -> anyhow::Result<(Connection, Identity)> {
+    async fn login(&self, server: &ServerArg, key: &Path, device: &str) -> anyhow::Result<(Connection, Identity)> {
         let identity = read_key(key)?;
         let conn = self.connect(server).await?;
-        conn.login(&identity, device.as_bytes())
-            .await
-            .context("login")?;
+        conn.login(&identity, device.as_bytes()).await.context("login")?;
         Ok((conn, identity))
     }
 }
@@ -252,11 +239,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             conn.close().await.ok();
         }
-        Command::Unregister {
-            server,
-            key,
-            device,
-        } => {
+        Command::Unregister { server, key, device } => {
             let (conn, _) = ctx.login(&server, &key, &device).await?;
             conn.unregister().await.context("unregister")?;
             println!("unregistered device {device:?}");
@@ -286,10 +269,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             count,
         } => {
             let (conn, identity) = ctx.login(&server, &key, &device).await?;
-            eprintln!(
-                "listening as {} device {device:?}",
-                hex::encode(identity.public_key())
-            );
+            eprintln!("listening as {} device {device:?}", hex::encode(identity.public_key()));
             let mut received = 0usize;
             while count.is_none_or(|n| received < n) {
                 match conn.next_event().await {
@@ -299,9 +279,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         received += 1;
                     }
                     Some(ServerEvent::PreKeysLow { keys_requested }) => {
-                        eprintln!(
-                            "server asks for {keys_requested} more one-time prekeys (run register again)"
-                        );
+                        eprintln!("server asks for {keys_requested} more one-time prekeys (run register again)");
                     }
                     Some(ServerEvent::Error {
                         sequence,
@@ -335,10 +313,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let identity_key = identity_key_from_hex(&identity)?;
             let conn = ctx.connect(&server).await?;
-            let known = known
-                .into_iter()
-                .map(|d| Bytes::from(d.into_bytes()))
-                .collect();
+            let known = known.into_iter().map(|d| Bytes::from(d.into_bytes())).collect();
             let pre_keys = conn
                 .request_pre_keys(identity_key, known)
                 .await

@@ -24,9 +24,10 @@ impl Default for AttachmentsConfig {
 
 impl AttachmentsConfig {
     pub fn validate(&self) -> Result<(), tassis_runtime::RuntimeError> {
-        ensure(self.max_attachment_size >= 1 && self.max_attachment_size <= 5_000_000_000, || {
-            "--max-attachment-size must be 1 byte..5GB (the S3 single-upload limit)".into()
-        })?;
+        ensure(
+            self.max_attachment_size >= 1 && self.max_attachment_size <= 5_000_000_000,
+            || "--max-attachment-size must be 1 byte..5GB (the S3 single-upload limit)".into(),
+        )?;
         ensure((1..=1000).contains(&self.max_upload_authorizations), || {
             "--max-upload-authorizations must be 1..=1000".into()
         })

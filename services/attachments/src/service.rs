@@ -109,8 +109,14 @@ mod tests {
     #[tokio::test]
     async fn validates_before_availability() {
         let s = AttachmentsService::new(Arc::new(NoObjectStore), AttachmentsConfig::default());
-        assert_eq!(s.request_upload_authorizations(req(0)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
-        assert_eq!(s.request_upload_authorizations(req(-5)).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            s.request_upload_authorizations(req(0)).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            s.request_upload_authorizations(req(-5)).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         let e = s.request_upload_authorizations(req(1)).await.unwrap_err();
         assert_eq!(e.code(), tonic::Code::Unavailable);
         assert!(e.message().contains("S3 bucket"), "{}", e.message());
@@ -118,14 +124,25 @@ mod tests {
 
     #[tokio::test]
     async fn caps_num_requested() {
-        let cfg = AttachmentsConfig { max_upload_authorizations: 3, max_attachment_size: 1234 };
+        let cfg = AttachmentsConfig {
+            max_upload_authorizations: 3,
+            max_attachment_size: 1234,
+        };
         let s = AttachmentsService::new(Arc::new(Counting(Default::default())), cfg);
-        let got = s.request_upload_authorizations(req(i32::MAX)).await.unwrap().into_inner();
+        let got = s
+            .request_upload_authorizations(req(i32::MAX))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(got.authorizations.len(), 3);
         assert!(got.authorizations.iter().all(|a| a.max_upload_size == 1234));
         let got = s.request_upload_authorizations(req(2)).await.unwrap().into_inner();
         assert_eq!(got.authorizations.len(), 2);
-        let c = s.get_configuration(Request::new(GetConfigurationRequest {})).await.unwrap().into_inner();
+        let c = s
+            .get_configuration(Request::new(GetConfigurationRequest {}))
+            .await
+            .unwrap()
+            .into_inner();
         assert_eq!(c.max_attachment_size, 1234);
         assert!(c.available);
     }

@@ -48,12 +48,17 @@ pub fn verify_login(login: &[u8], signature: &[u8], nonce: &[u8; 32], schemes: S
     if !bool::from(parsed.nonce.as_ref().ct_eq(nonce.as_slice())) {
         return Err(AuthError::WrongNonce);
     }
-    let key: [u8; 32] = address.identity_key.as_ref().try_into().map_err(|_| AuthError::BadIdentityKey)?;
+    let key: [u8; 32] = address
+        .identity_key
+        .as_ref()
+        .try_into()
+        .map_err(|_| AuthError::BadIdentityKey)?;
     if address.device_id.is_empty() || address.device_id.len() > tassis_proto::address::MAX_DEVICE_ID_LEN {
         return Err(AuthError::BadDeviceId);
     }
     let sig: [u8; 64] = signature.try_into().map_err(|_| AuthError::BadSignatureLength)?;
-    let ok = (schemes.ed25519 && verify_ed25519(&key, login, &sig)) || (schemes.xeddsa && verify_xeddsa(&key, login, &sig));
+    let ok =
+        (schemes.ed25519 && verify_ed25519(&key, login, &sig)) || (schemes.xeddsa && verify_xeddsa(&key, login, &sig));
     if ok {
         Ok(Address {
             identity_key: Bytes::copy_from_slice(&key),
@@ -66,7 +71,9 @@ pub fn verify_login(login: &[u8], signature: &[u8], nonce: &[u8; 32], schemes: S
 
 /// Strict Ed25519 verification.
 pub fn verify_ed25519(key: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
-    let Ok(vk) = VerifyingKey::from_bytes(key) else { return false };
+    let Ok(vk) = VerifyingKey::from_bytes(key) else {
+        return false;
+    };
     vk.verify_strict(msg, &Signature::from_bytes(sig)).is_ok()
 }
 
@@ -97,7 +104,9 @@ pub fn verify_xeddsa(u: &[u8; 32], msg: &[u8], sig: &[u8; 64]) -> bool {
     }
     let sign = sig[63] >> 7;
     // to_edwards refuses u = -1, which has no Edwards point.
-    let Some(point) = MontgomeryPoint(u).to_edwards(sign) else { return false };
+    let Some(point) = MontgomeryPoint(u).to_edwards(sign) else {
+        return false;
+    };
     let vk = VerifyingKey::from(point);
     let mut s = *sig;
     s[63] &= 0x7f;
@@ -109,7 +118,10 @@ mod tests {
     use super::*;
     use ed25519_dalek::{Signer, SigningKey};
 
-    const BOTH: Schemes = Schemes { ed25519: true, xeddsa: true };
+    const BOTH: Schemes = Schemes {
+        ed25519: true,
+        xeddsa: true,
+    };
 
     fn login_bytes(ik: &[u8], dev: &[u8], nonce: &[u8]) -> Vec<u8> {
         Login {
@@ -137,14 +149,26 @@ mod tests {
         let mut bad = sig;
         bad[5] ^= 1;
         assert_eq!(verify_login(&login, &bad, &nonce, BOTH), Err(AuthError::BadSignature));
-        let only_x = Schemes { ed25519: false, xeddsa: true };
+        let only_x = Schemes {
+            ed25519: false,
+            xeddsa: true,
+        };
         assert_eq!(verify_login(&login, &sig, &nonce, only_x), Err(AuthError::BadSignature));
-        assert_eq!(verify_login(&login, &sig[..63], &nonce, BOTH), Err(AuthError::BadSignatureLength));
+        assert_eq!(
+            verify_login(&login, &sig[..63], &nonce, BOTH),
+            Err(AuthError::BadSignatureLength)
+        );
         assert_eq!(verify_login(b"\xff\xff", &sig, &nonce, BOTH), Err(AuthError::Malformed));
         let no_dev = login_bytes(&ik, b"", &nonce);
-        assert_eq!(verify_login(&no_dev, &sk.sign(&no_dev).to_bytes(), &nonce, BOTH), Err(AuthError::BadDeviceId));
+        assert_eq!(
+            verify_login(&no_dev, &sk.sign(&no_dev).to_bytes(), &nonce, BOTH),
+            Err(AuthError::BadDeviceId)
+        );
         let short = login_bytes(&ik[..31], b"d", &nonce);
-        assert_eq!(verify_login(&short, &sk.sign(&short).to_bytes(), &nonce, BOTH), Err(AuthError::BadIdentityKey));
+        assert_eq!(
+            verify_login(&short, &sk.sign(&short).to_bytes(), &nonce, BOTH),
+            Err(AuthError::BadIdentityKey)
+        );
     }
 
     #[test]
@@ -154,7 +178,10 @@ mod tests {
         let vectors = v["vectors"].as_array().unwrap();
         assert!(vectors.len() >= 4);
         for t in vectors {
-            let ik: [u8; 32] = hex::decode(t["identityKey"].as_str().unwrap()).unwrap().try_into().unwrap();
+            let ik: [u8; 32] = hex::decode(t["identityKey"].as_str().unwrap())
+                .unwrap()
+                .try_into()
+                .unwrap();
             let msg = hex::decode(t["msg"].as_str().unwrap()).unwrap();
             let sig: [u8; 64] = hex::decode(t["sig"].as_str().unwrap()).unwrap().try_into().unwrap();
             assert!(verify_xeddsa(&ik, &msg, &sig), "vector must verify");

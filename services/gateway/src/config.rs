@@ -97,21 +97,36 @@ impl GatewayConfig {
         ensure((128..=64 * 1024 * 1024).contains(&self.max_frame_size), || {
             "--max-frame-size must be 128 bytes..64MiB".into()
         })?;
-        ensure(self.ping_interval >= Duration::from_millis(100), || "--ping-interval must be at least 100ms".into())?;
-        ensure(self.idle_timeout > self.ping_interval, || {
-            "--idle-timeout must be longer than --ping-interval, or idle clients could never answer a ping in time".into()
+        ensure(self.ping_interval >= Duration::from_millis(100), || {
+            "--ping-interval must be at least 100ms".into()
         })?;
-        ensure(self.write_timeout >= Duration::from_millis(10), || "--write-timeout must be at least 10ms".into())?;
-        ensure(self.outbound_queue >= 8, || "--outbound-queue must be at least 8".into())?;
-        ensure((4..=4096).contains(&self.delivery_window), || "--delivery-window must be 4..=4096".into())?;
-        ensure(self.max_unacked_per_connection >= 1, || "--max-unacked-per-connection must be at least 1".into())?;
-        ensure(self.max_connections >= 1, || "--max-connections must be at least 1".into())?;
+        ensure(self.idle_timeout > self.ping_interval, || {
+            "--idle-timeout must be longer than --ping-interval, or idle clients could never answer a ping in time"
+                .into()
+        })?;
+        ensure(self.write_timeout >= Duration::from_millis(10), || {
+            "--write-timeout must be at least 10ms".into()
+        })?;
+        ensure(self.outbound_queue >= 8, || {
+            "--outbound-queue must be at least 8".into()
+        })?;
+        ensure((4..=4096).contains(&self.delivery_window), || {
+            "--delivery-window must be 4..=4096".into()
+        })?;
+        ensure(self.max_unacked_per_connection >= 1, || {
+            "--max-unacked-per-connection must be at least 1".into()
+        })?;
+        ensure(self.max_connections >= 1, || {
+            "--max-connections must be at least 1".into()
+        })?;
         ensure(self.auth_ed25519 || self.auth_xeddsa, || {
             "at least one of --auth-ed25519 and --auth-xeddsa must be true, or nobody could log in".into()
         })?;
         ensure(self.prekeys_low_interval >= Duration::from_secs(1), || {
             "--prekeys-low-interval must be at least 1s".into()
         })?;
-        ensure(self.prekeys_requested >= 1, || "--prekeys-requested must be at least 1".into())
+        ensure(self.prekeys_requested >= 1, || {
+            "--prekeys-requested must be at least 1".into()
+        })
     }
 }

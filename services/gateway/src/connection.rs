@@ -97,8 +97,5 @@ pub fn spawn_writer(
 /// After a close frame was queued: read (and discard) until the client closes or `CLOSE_DRAIN`
 /// passes, so the client gets our frames before the socket goes away.
 pub async fn drain(source: &mut WsSource) {
-    let _ = tokio::time::timeout(CLOSE_DRAIN, async {
-        while let Some(Ok(_)) = source.next().await {}
-    })
-    .await;
+    let _ = tokio::time::timeout(CLOSE_DRAIN, async { while let Some(Ok(_)) = source.next().await {} }).await;
 }

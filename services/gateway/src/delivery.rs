@@ -67,12 +67,13 @@ impl Link {
 
     fn remove(&self, id: u64, notify: bool) {
         let mut st = self.state.lock();
-        if st.subs.remove(&id).is_some() && notify {
-            if let Some(tx) = &st.tx {
-                let _ = tx.send(GatewayEvent {
-                    event: Some(gateway_event::Event::Unsubscribe(Unsubscribe { subscription_id: id })),
-                });
-            }
+        if st.subs.remove(&id).is_some()
+            && notify
+            && let Some(tx) = &st.tx
+        {
+            let _ = tx.send(GatewayEvent {
+                event: Some(gateway_event::Event::Unsubscribe(Unsubscribe { subscription_id: id })),
+            });
         }
     }
 

@@ -15,13 +15,13 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use crate::GatewayConfig;
 use crate::auth::Schemes;
 use crate::connection::{close_frame, drain, spawn_writer};
 use crate::delivery::DeliveryHub;
 use crate::metrics::Metrics;
 use crate::session::Session;
 use crate::upstream::{Upstream, UpstreamArgs};
-use crate::GatewayConfig;
 
 /// What every connection of this gateway shares.
 pub struct Ctx {
@@ -155,7 +155,9 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, has_slot: bool) {
         if path_allowed(req.uri().path()) {
             Ok(resp)
         } else {
-            let mut e = ErrorResponse::new(Some("not found: WebSocket endpoints are /api and /<identityKey>/<deviceId>\n".into()));
+            let mut e = ErrorResponse::new(Some(
+                "not found: WebSocket endpoints are /api and /<identityKey>/<deviceId>\n".into(),
+            ));
             *e.status_mut() = StatusCode::NOT_FOUND;
             Err(e)
         }
@@ -177,7 +179,11 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, has_slot: bool) {
     let failed = CancellationToken::new();
     let out = spawn_writer(sink, cfg.outbound_queue, cfg.write_timeout, failed.clone());
     if !has_slot {
-        if out.send(close_frame(CloseCode::Again, "gateway is at capacity, try another")).await.is_ok() {
+        if out
+            .send(close_frame(CloseCode::Again, "gateway is at capacity, try another"))
+            .await
+            .is_ok()
+        {
             drain(&mut source).await;
         }
         return;

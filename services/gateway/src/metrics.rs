@@ -23,15 +23,24 @@ impl Metrics {
                 &["kind"],
             )
             .expect("valid metric"),
-            logins: IntCounterVec::new(Opts::new("tassis_gateway_logins_total", "Login attempts by outcome"), &["outcome"])
-                .expect("valid metric"),
+            logins: IntCounterVec::new(
+                Opts::new("tassis_gateway_logins_total", "Login attempts by outcome"),
+                &["outcome"],
+            )
+            .expect("valid metric"),
             operations: IntCounterVec::new(
-                Opts::new("tassis_gateway_operations_total", "Client operations by type and outcome"),
+                Opts::new(
+                    "tassis_gateway_operations_total",
+                    "Client operations by type and outcome",
+                ),
                 &["op", "outcome"],
             )
             .expect("valid metric"),
             deliveries: IntCounterVec::new(
-                Opts::new("tassis_gateway_deliveries_total", "Inbound messages pushed to and acked by clients"),
+                Opts::new(
+                    "tassis_gateway_deliveries_total",
+                    "Inbound messages pushed to and acked by clients",
+                ),
                 &["event"],
             )
             .expect("valid metric"),

@@ -98,7 +98,11 @@ impl Session {
     }
 
     fn kind(&self) -> &'static str {
-        if self.login.is_some() { "authenticated" } else { "anonymous" }
+        if self.login.is_some() {
+            "authenticated"
+        } else {
+            "anonymous"
+        }
     }
 
     /// Runs the connection to its end.
@@ -110,11 +114,16 @@ impl Session {
         let mut kind = "anonymous";
 
         let greeted = async {
-            self.push(Payload::Configuration(Configuration { max_attachment_size })).await?;
+            self.push(Payload::Configuration(Configuration { max_attachment_size }))
+                .await?;
             let nonce = Bytes::copy_from_slice(&self.nonce);
             self.push(Payload::AuthChallenge(AuthChallenge { nonce })).await
         };
-        let mut flow = if greeted.await.is_err() { Flow::Close(CloseCode::Error, "") } else { Flow::Continue };
+        let mut flow = if greeted.await.is_err() {
+            Flow::Close(CloseCode::Error, "")
+        } else {
+            Flow::Continue
+        };
 
         let mut ping = tokio::time::interval_at(Instant::now() + cfg.ping_interval, cfg.ping_interval);
         let mut prekeys = tokio::time::interval_at(Instant::now() + cfg.prekeys_low_interval, cfg.prekeys_low_interval);
@@ -163,10 +172,10 @@ impl Session {
                 self.ctx.metrics.connections.with_label_values(&[kind]).inc();
             }
         }
-        if let Flow::Close(code, reason) = flow {
-            if self.out.send(close_frame(code, reason)).await.is_ok() {
-                drain(&mut source).await;
-            }
+        if let Flow::Close(code, reason) = flow
+            && self.out.send(close_frame(code, reason)).await.is_ok()
+        {
+            drain(&mut source).await;
         }
         self.ctx.metrics.connections.with_label_values(&[kind]).dec();
     }
@@ -221,11 +230,18 @@ impl Session {
         let credit_every = (self.ctx.config.delivery_window / 4).max(1);
         match ev {
             Some(HubEvent::Delivery(d)) => {
-                if self.out.send(frame(seq, Payload::InboundMessage(d.message))).await.is_err() {
+                if self
+                    .out
+                    .send(frame(seq, Payload::InboundMessage(d.message)))
+                    .await
+                    .is_err()
+                {
                     return Flow::Close(CloseCode::Error, "");
                 }
                 self.ctx.metrics.deliveries.with_label_values(&["pushed"]).inc();
-                let Some(login) = self.login.as_mut() else { return Flow::Continue };
+                let Some(login) = self.login.as_mut() else {
+                    return Flow::Continue;
+                };
                 login.pending.insert(seq, d.message_id);
                 while login.pending.len() > max_pending {
                     login.pending.pop_first();

@@ -20,7 +20,12 @@ pub struct UpstreamArgs {
     pub keystore: String,
 
     /// Messaging gRPC endpoint URLs, comma-separated (one per replica outside Kubernetes).
-    #[arg(long, env = "TASSIS_MESSAGING", default_value = "http://127.0.0.1:50052", value_delimiter = ',')]
+    #[arg(
+        long,
+        env = "TASSIS_MESSAGING",
+        default_value = "http://127.0.0.1:50052",
+        value_delimiter = ','
+    )]
     pub messaging: Vec<String>,
 
     /// Attachments gRPC endpoint URL.
@@ -64,7 +69,9 @@ pub struct Upstream {
 impl Upstream {
     pub fn new(args: &UpstreamArgs, timeout: Duration) -> Result<Self, tassis_runtime::RuntimeError> {
         if args.messaging.is_empty() {
-            return Err(tassis_runtime::RuntimeError::Config("--messaging needs at least one URL".into()));
+            return Err(tassis_runtime::RuntimeError::Config(
+                "--messaging needs at least one URL".into(),
+            ));
         }
         let mut replicas = Vec::new();
         for url in &args.messaging {
@@ -76,7 +83,11 @@ impl Upstream {
             let eps: Vec<Endpoint> = args
                 .messaging
                 .iter()
-                .map(|u| Endpoint::from_shared(u.clone()).expect("validated above").connect_timeout(Duration::from_secs(5)))
+                .map(|u| {
+                    Endpoint::from_shared(u.clone())
+                        .expect("validated above")
+                        .connect_timeout(Duration::from_secs(5))
+                })
                 .collect();
             Channel::balance_list(eps.into_iter())
         };
@@ -113,7 +124,8 @@ impl Upstream {
             .await
             .map_err(|s| GatewayError::from_status(s, crate::ErrorName::Unavailable))?
             .into_inner();
-        self.max_attachment_size.store(reply.max_attachment_size, Ordering::Relaxed);
+        self.max_attachment_size
+            .store(reply.max_attachment_size, Ordering::Relaxed);
         Ok(reply.max_attachment_size)
     }
 }

@@ -35,13 +35,18 @@ impl Default for KeystoreConfig {
 
 impl KeystoreConfig {
     pub fn validate(&self) -> Result<(), tassis_runtime::RuntimeError> {
-        ensure(self.max_devices_per_identity >= 1, || "--max-devices-per-identity must be at least 1".into())?;
+        ensure(self.max_devices_per_identity >= 1, || {
+            "--max-devices-per-identity must be at least 1".into()
+        })?;
         ensure(self.max_one_time_keys_per_register >= 1, || {
             "--max-one-time-keys-per-register must be at least 1".into()
         })?;
-        ensure(self.max_one_time_keys_per_device >= self.max_one_time_keys_per_register, || {
-            "--max-one-time-keys-per-device must be at least --max-one-time-keys-per-register".into()
-        })?;
-        ensure(self.max_prekey_size >= 32, || "--max-prekey-size must be at least 32 bytes".into())
+        ensure(
+            self.max_one_time_keys_per_device >= self.max_one_time_keys_per_register,
+            || "--max-one-time-keys-per-device must be at least --max-one-time-keys-per-register".into(),
+        )?;
+        ensure(self.max_prekey_size >= 32, || {
+            "--max-prekey-size must be at least 32 bytes".into()
+        })
     }
 }

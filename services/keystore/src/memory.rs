@@ -6,8 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
-use crate::backend::{DeviceStatus, KeyBackend, PreKeyBundle, RegisterLimits, RegisterOutcome};
 use crate::KeystoreError;
+use crate::backend::{DeviceStatus, KeyBackend, PreKeyBundle, RegisterLimits, RegisterOutcome};
 
 /// One device's registration.
 #[derive(Debug)]
@@ -64,7 +64,11 @@ impl KeyBackend for MemoryKeyStore {
             )));
         }
         let append = existing.is_some_and(|r| r.signed_pre_key == signed_pre_key);
-        let kept = if append { existing.map_or(0, |r| r.one_time_pre_keys.len()) } else { 0 };
+        let kept = if append {
+            existing.map_or(0, |r| r.one_time_pre_keys.len())
+        } else {
+            0
+        };
         let total = kept + one_time_pre_keys.len();
         if total as u64 > limits.max_one_time_keys_per_device as u64 {
             return Err(KeystoreError::InvalidRequest(format!(

@@ -5,8 +5,8 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tassis_proto::keystore_v1::{
-    DeviceStatusReply, DeviceStatusRequest, RegisterReply, RegisterRequest, RequestPreKeysReply,
-    RequestPreKeysRequest, UnregisterReply, UnregisterRequest,
+    DeviceStatusReply, DeviceStatusRequest, RegisterReply, RegisterRequest, RequestPreKeysReply, RequestPreKeysRequest,
+    UnregisterReply, UnregisterRequest,
     key_store_server::{KeyStore, KeyStoreServer},
 };
 use tassis_proto::tassis::{Address, PreKey};
@@ -86,9 +86,19 @@ impl KeyStore for KeystoreService {
         }
         let out = self
             .backend
-            .register(ik, dev, req.signed_pre_key.clone(), req.one_time_pre_keys.clone(), self.limits())
+            .register(
+                ik,
+                dev,
+                req.signed_pre_key.clone(),
+                req.one_time_pre_keys.clone(),
+                self.limits(),
+            )
             .await?;
-        tracing::debug!(replaced = out.replaced, one_time_pre_keys = out.one_time_pre_keys, "registered");
+        tracing::debug!(
+            replaced = out.replaced,
+            one_time_pre_keys = out.one_time_pre_keys,
+            "registered"
+        );
         Ok(Response::new(RegisterReply {
             replaced: out.replaced,
             one_time_pre_keys: out.one_time_pre_keys,
@@ -115,7 +125,10 @@ impl KeyStore for KeystoreService {
             ))
             .into());
         }
-        let bundles = self.backend.request_pre_keys(&req.identity_key, &req.known_device_ids).await?;
+        let bundles = self
+            .backend
+            .request_pre_keys(&req.identity_key, &req.known_device_ids)
+            .await?;
         Ok(Response::new(RequestPreKeysReply {
             pre_keys: bundles
                 .into_iter()
@@ -180,10 +193,19 @@ mod tests {
         let s = svc();
         let mut bad = addr(1, b"d");
         bad.identity_key = Bytes::from_static(b"short");
-        assert_eq!(s.register(reg(bad, b"spk", &[])).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            s.register(reg(bad, b"spk", &[])).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         let long_dev = addr(1, &[7u8; 65]);
-        assert_eq!(s.register(reg(long_dev, b"spk", &[])).await.unwrap_err().code(), tonic::Code::InvalidArgument);
-        assert_eq!(s.register(reg(addr(1, b"d"), b"", &[])).await.unwrap_err().code(), tonic::Code::InvalidArgument);
+        assert_eq!(
+            s.register(reg(long_dev, b"spk", &[])).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
+        assert_eq!(
+            s.register(reg(addr(1, b"d"), b"", &[])).await.unwrap_err().code(),
+            tonic::Code::InvalidArgument
+        );
         let big = vec![0u8; 2000];
         let e = s.register(reg(addr(1, b"d"), &big, &[])).await.unwrap_err();
         assert!(e.message().contains("signedPreKey"), "{}", e.message());
@@ -197,14 +219,21 @@ mod tests {
             ..KeystoreConfig::default()
         };
         let s = KeystoreService::new(Arc::new(MemoryKeyStore::new()), cfg);
-        let e = s.register(reg(addr(1, b"d"), b"spk", &[b"1", b"2", b"3", b"4"])).await.unwrap_err();
+        let e = s
+            .register(reg(addr(1, b"d"), b"spk", &[b"1", b"2", b"3", b"4"]))
+            .await
+            .unwrap_err();
         assert_eq!(e.code(), tonic::Code::InvalidArgument);
-        s.register(reg(addr(1, b"d"), b"spk", &[b"1", b"2", b"3"])).await.unwrap();
+        s.register(reg(addr(1, b"d"), b"spk", &[b"1", b"2", b"3"]))
+            .await
+            .unwrap();
         let e = s.register(reg(addr(1, b"d"), b"spk", &[b"4", b"5"])).await.unwrap_err();
         assert!(e.message().contains("limit 4"), "{}", e.message());
         // The refused Register changed nothing.
         let st = s
-            .device_status(Request::new(DeviceStatusRequest { address: Some(addr(1, b"d")) }))
+            .device_status(Request::new(DeviceStatusRequest {
+                address: Some(addr(1, b"d")),
+            }))
             .await
             .unwrap()
             .into_inner();

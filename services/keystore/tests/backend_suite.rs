@@ -32,10 +32,16 @@ async fn otk_of(be: &dyn KeyBackend, id: &Bytes) -> Vec<PreKeyBundle> {
 
 pub async fn append_when_signed_prekey_matches(be: Arc<dyn KeyBackend>) {
     let id = ik();
-    let out = be.register(&id, &b("d1"), b("spk"), keys(&["a", "b"]), LIMITS).await.unwrap();
+    let out = be
+        .register(&id, &b("d1"), b("spk"), keys(&["a", "b"]), LIMITS)
+        .await
+        .unwrap();
     assert!(!out.replaced);
     assert_eq!(out.one_time_pre_keys, 2);
-    let out = be.register(&id, &b("d1"), b("spk"), keys(&["c"]), LIMITS).await.unwrap();
+    let out = be
+        .register(&id, &b("d1"), b("spk"), keys(&["c"]), LIMITS)
+        .await
+        .unwrap();
     assert!(!out.replaced);
     assert_eq!(out.one_time_pre_keys, 3);
     // Most recently registered first.
@@ -49,8 +55,13 @@ pub async fn append_when_signed_prekey_matches(be: Arc<dyn KeyBackend>) {
 
 pub async fn replace_when_signed_prekey_differs(be: Arc<dyn KeyBackend>) {
     let id = ik();
-    be.register(&id, &b("d1"), b("spk1"), keys(&["a", "b"]), LIMITS).await.unwrap();
-    let out = be.register(&id, &b("d1"), b("spk2"), keys(&["x"]), LIMITS).await.unwrap();
+    be.register(&id, &b("d1"), b("spk1"), keys(&["a", "b"]), LIMITS)
+        .await
+        .unwrap();
+    let out = be
+        .register(&id, &b("d1"), b("spk2"), keys(&["x"]), LIMITS)
+        .await
+        .unwrap();
     assert!(out.replaced);
     assert_eq!(out.one_time_pre_keys, 1);
     let got = otk_of(&*be, &id).await;
@@ -62,7 +73,9 @@ pub async fn replace_when_signed_prekey_differs(be: Arc<dyn KeyBackend>) {
 pub async fn known_devices_are_skipped_and_sorted(be: Arc<dyn KeyBackend>) {
     let id = ik();
     for d in ["d3", "d1", "d2"] {
-        be.register(&id, &b(d), b(&format!("spk-{d}")), keys(&[&format!("k-{d}")]), LIMITS).await.unwrap();
+        be.register(&id, &b(d), b(&format!("spk-{d}")), keys(&[&format!("k-{d}")]), LIMITS)
+            .await
+            .unwrap();
     }
     let got = be.request_pre_keys(&id, &[b("d2")]).await.unwrap();
     let ids: Vec<_> = got.iter().map(|p| p.device_id.clone()).collect();
@@ -77,8 +90,13 @@ pub async fn known_devices_are_skipped_and_sorted(be: Arc<dyn KeyBackend>) {
 
 pub async fn unregister_and_unknown_identity(be: Arc<dyn KeyBackend>) {
     let id = ik();
-    assert!(matches!(be.request_pre_keys(&id, &[]).await, Err(KeystoreError::UnknownIdentity)));
-    be.register(&id, &b("d1"), b("spk"), keys(&["a"]), LIMITS).await.unwrap();
+    assert!(matches!(
+        be.request_pre_keys(&id, &[]).await,
+        Err(KeystoreError::UnknownIdentity)
+    ));
+    be.register(&id, &b("d1"), b("spk"), keys(&["a"]), LIMITS)
+        .await
+        .unwrap();
     assert!(be.device_status(&id, &b("d1")).await.unwrap().registered);
     assert!(be.unregister(&id, &b("d1")).await.unwrap());
     assert!(!be.unregister(&id, &b("d1")).await.unwrap());
@@ -86,7 +104,10 @@ pub async fn unregister_and_unknown_identity(be: Arc<dyn KeyBackend>) {
     assert!(!st.registered);
     assert_eq!(st.one_time_pre_keys, 0);
     // No device left: the identity is unknown again.
-    assert!(matches!(be.request_pre_keys(&id, &[]).await, Err(KeystoreError::UnknownIdentity)));
+    assert!(matches!(
+        be.request_pre_keys(&id, &[]).await,
+        Err(KeystoreError::UnknownIdentity)
+    ));
     // Re-registering starts from nothing.
     let out = be.register(&id, &b("d1"), b("spk"), vec![], LIMITS).await.unwrap();
     assert!(!out.replaced);
@@ -102,8 +123,13 @@ pub async fn limits_refuse_without_change(be: Arc<dyn KeyBackend>) {
     assert!(matches!(e, KeystoreError::InvalidRequest(_)), "{e:?}");
     assert!(!be.device_status(&id, &b("d")).await.unwrap().registered);
     // An existing device may still re-register.
-    be.register(&id, &b("a"), b("spk"), keys(&["1"; 10]), LIMITS).await.unwrap();
-    let e = be.register(&id, &b("a"), b("spk"), keys(&["2"]), LIMITS).await.unwrap_err();
+    be.register(&id, &b("a"), b("spk"), keys(&["1"; 10]), LIMITS)
+        .await
+        .unwrap();
+    let e = be
+        .register(&id, &b("a"), b("spk"), keys(&["2"]), LIMITS)
+        .await
+        .unwrap_err();
     assert!(matches!(e, KeystoreError::InvalidRequest(_)), "{e:?}");
     assert_eq!(be.device_status(&id, &b("a")).await.unwrap().one_time_pre_keys, 10);
 }
@@ -117,7 +143,9 @@ pub async fn concurrent_fetches_never_share_a_key(be: Arc<dyn KeyBackend>) {
     for _ in 0..16 {
         let be = be.clone();
         let id = id.clone();
-        tasks.push(tokio::spawn(async move { be.request_pre_keys(&id, &[]).await.unwrap() }));
+        tasks.push(tokio::spawn(
+            async move { be.request_pre_keys(&id, &[]).await.unwrap() },
+        ));
     }
     let mut got = Vec::new();
     for t in tasks {

@@ -48,7 +48,9 @@ impl MessagingConfig {
         ensure(self.max_message_age >= Duration::from_secs(1), || {
             "--max-message-age must be at least 1s".into()
         })?;
-        ensure(self.max_message_size >= 1, || "--max-message-size must be at least 1".into())?;
+        ensure(self.max_message_size >= 1, || {
+            "--max-message-size must be at least 1".into()
+        })?;
         ensure((1..=10_000).contains(&self.delivery_batch), || {
             "--delivery-batch must be 1..=10000".into()
         })?;

@@ -18,8 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use tassis_proto::messaging_v1::{
-    AckDelivery, Delivery, DeliveryEvent, GatewayEvent, Subscribe, SubscriptionFailed, delivery_event,
-    gateway_event,
+    AckDelivery, Delivery, DeliveryEvent, GatewayEvent, Subscribe, SubscriptionFailed, delivery_event, gateway_event,
 };
 use tokio::sync::{Semaphore, mpsc};
 
@@ -95,7 +94,11 @@ where
                     continue;
                 }
                 let cancel = stream_cancel.child_token();
-                let window = if window == 0 { DEFAULT_WINDOW } else { window.min(MAX_WINDOW) };
+                let window = if window == 0 {
+                    DEFAULT_WINDOW
+                } else {
+                    window.min(MAX_WINDOW)
+                };
                 let credits = Arc::new(Semaphore::new(window as usize));
                 tokio::spawn(serve_subscription(
                     backend.clone(),
@@ -106,7 +109,15 @@ where
                     cancel.clone(),
                     credits.clone(),
                 ));
-                subs.insert(subscription_id, Subscription { device, cancel, credits, window });
+                subs.insert(
+                    subscription_id,
+                    Subscription {
+                        device,
+                        cancel,
+                        credits,
+                        window,
+                    },
+                );
             }
             gateway_event::Event::Credit(c) => {
                 if let Some(s) = subs.get(&c.subscription_id) {
@@ -123,12 +134,16 @@ where
                 subscription_id,
                 message_id,
             }) => {
-                let Some(sub) = subs.get(&subscription_id) else { continue };
+                let Some(sub) = subs.get(&subscription_id) else {
+                    continue;
+                };
                 let Ok(id) = message_id.parse::<MessageId>() else {
                     tracing::debug!(%message_id, "ignoring ack with malformed id");
                     continue;
                 };
-                let Ok(permit) = acks.clone().acquire_owned().await else { break };
+                let Ok(permit) = acks.clone().acquire_owned().await else {
+                    break;
+                };
                 let backend = backend.clone();
                 let device = sub.device.clone();
                 tokio::spawn(async move {

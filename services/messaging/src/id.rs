@@ -79,9 +79,18 @@ mod tests {
     #[test]
     fn next_after_is_monotonic() {
         assert_eq!(MessageId::next_after(None, 5), MessageId::new(5, 0));
-        assert_eq!(MessageId::next_after(Some(MessageId::new(5, 0)), 5), MessageId::new(5, 1));
+        assert_eq!(
+            MessageId::next_after(Some(MessageId::new(5, 0)), 5),
+            MessageId::new(5, 1)
+        );
         // Clock went backwards: stay after the last id.
-        assert_eq!(MessageId::next_after(Some(MessageId::new(9, 3)), 5), MessageId::new(9, 4));
-        assert_eq!(MessageId::next_after(Some(MessageId::new(5, 3)), 6), MessageId::new(6, 0));
+        assert_eq!(
+            MessageId::next_after(Some(MessageId::new(9, 3)), 5),
+            MessageId::new(9, 4)
+        );
+        assert_eq!(
+            MessageId::next_after(Some(MessageId::new(5, 3)), 6),
+            MessageId::new(6, 0)
+        );
     }
 }

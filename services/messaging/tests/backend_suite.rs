@@ -50,13 +50,23 @@ pub async fn read_in_send_order_and_ack(f: Fixture) {
     }
     assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids increase: {ids:?}");
     let all = f.queues.read(&d, None, 100).await.unwrap();
-    assert_eq!(all.iter().map(|m| m.payload.clone()).collect::<Vec<_>>(), (0..4).map(payload).collect::<Vec<_>>());
+    assert_eq!(
+        all.iter().map(|m| m.payload.clone()).collect::<Vec<_>>(),
+        (0..4).map(payload).collect::<Vec<_>>()
+    );
     let after = f.queues.read(&d, Some(ids[1]), 1).await.unwrap();
     assert_eq!(after.len(), 1);
     assert_eq!(after[0].payload, payload(2));
     assert!(f.queues.ack(&d, ids[1]).await.unwrap());
     assert!(!f.queues.ack(&d, ids[1]).await.unwrap(), "second ack finds nothing");
-    let left: Vec<_> = f.queues.read(&d, None, 100).await.unwrap().into_iter().map(|m| m.id).collect();
+    let left: Vec<_> = f
+        .queues
+        .read(&d, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.id)
+        .collect();
     assert_eq!(left, vec![ids[0], ids[2], ids[3]]);
     assert_eq!(f.queues.depth(&d).await.unwrap(), 3);
 }
@@ -67,7 +77,14 @@ pub async fn cap_drops_oldest(f: Fixture) {
     for i in 0..8 {
         f.queues.enqueue(&d, payload(i)).await.unwrap();
     }
-    let left: Vec<_> = f.queues.read(&d, None, 100).await.unwrap().into_iter().map(|m| m.payload).collect();
+    let left: Vec<_> = f
+        .queues
+        .read(&d, None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
     assert_eq!(left, (3..8).map(payload).collect::<Vec<_>>());
 }
 
@@ -78,7 +95,11 @@ pub async fn watch_announces_new_messages(f: Fixture) {
     let q = f.queues.clone();
     let d2 = d.clone();
     let sender = tokio::spawn(async move { q.enqueue(&d2, payload(1)).await.unwrap() });
-    assert!(tokio::time::timeout(Duration::from_secs(10), w.changed()).await.expect("announced"));
+    assert!(
+        tokio::time::timeout(Duration::from_secs(10), w.changed())
+            .await
+            .expect("announced")
+    );
     let id = sender.await.unwrap();
     let got = f.queues.read(&d, None, 10).await.unwrap();
     assert_eq!(got.last().unwrap().id, id);
@@ -159,7 +180,10 @@ async fn memory_age_limit_drops_old_messages() {
     let n2 = now.clone();
     let q = MemoryQueues::with_clock(
         regs.clone(),
-        Retention { max_queue_len: 100, max_age: Duration::from_secs(60) },
+        Retention {
+            max_queue_len: 100,
+            max_age: Duration::from_secs(60),
+        },
         Arc::new(move || n2.load(Ordering::SeqCst)),
     );
     let d = device();
@@ -168,7 +192,13 @@ async fn memory_age_limit_drops_old_messages() {
     now.fetch_add(30_000, Ordering::SeqCst);
     q.enqueue(&d, payload(1)).await.unwrap();
     now.fetch_add(31_000, Ordering::SeqCst);
-    let left: Vec<_> = q.read(&d, None, 10).await.unwrap().into_iter().map(|m| m.payload).collect();
+    let left: Vec<_> = q
+        .read(&d, None, 10)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|m| m.payload)
+        .collect();
     assert_eq!(left, vec![payload(1)]);
     now.fetch_add(60_000, Ordering::SeqCst);
     assert_eq!(q.depth(&d).await.unwrap(), 0);

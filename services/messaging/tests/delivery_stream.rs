@@ -67,8 +67,14 @@ fn device() -> (DeviceAddress, Address) {
     let ik = Bytes::from(vec![5u8; 32]);
     let dev = Bytes::from_static(b"phone");
     (
-        DeviceAddress { identity_key: ik.clone(), device_id: dev.clone() },
-        Address { identity_key: ik, device_id: dev },
+        DeviceAddress {
+            identity_key: ik.clone(),
+            device_id: dev.clone(),
+        },
+        Address {
+            identity_key: ik,
+            device_id: dev,
+        },
     )
 }
 
@@ -80,20 +86,34 @@ async fn backlog_then_live_then_ack_and_redelivery() {
         q.enqueue(&d, Bytes::from(format!("old{i}"))).await.unwrap();
     }
     let mut s = Stream::open(q.clone());
-    s.send(gateway_event::Event::Subscribe(Subscribe { subscription_id: 7, address: Some(a.clone()), window: 0 }));
+    s.send(gateway_event::Event::Subscribe(Subscribe {
+        subscription_id: 7,
+        address: Some(a.clone()),
+        window: 0,
+    }));
     let mut ids = Vec::new();
     for i in 0..5 {
         let m = s.next().await;
         assert_eq!(m.subscription_id, 7);
-        assert_eq!(m.message, Bytes::from(format!("old{i}")), "backlog in send order (batches of 2)");
+        assert_eq!(
+            m.message,
+            Bytes::from(format!("old{i}")),
+            "backlog in send order (batches of 2)"
+        );
         ids.push(m.message_id);
     }
     q.enqueue(&d, Bytes::from_static(b"live")).await.unwrap();
     let live = s.next().await;
     assert_eq!(live.message, Bytes::from_static(b"live"));
     // Ack two, then a second subscription sees only the rest.
-    s.send(gateway_event::Event::Ack(AckDelivery { subscription_id: 7, message_id: ids[0].clone() }));
-    s.send(gateway_event::Event::Ack(AckDelivery { subscription_id: 7, message_id: live.message_id.clone() }));
+    s.send(gateway_event::Event::Ack(AckDelivery {
+        subscription_id: 7,
+        message_id: ids[0].clone(),
+    }));
+    s.send(gateway_event::Event::Ack(AckDelivery {
+        subscription_id: 7,
+        message_id: live.message_id.clone(),
+    }));
     s.send(gateway_event::Event::Unsubscribe(Unsubscribe { subscription_id: 7 }));
     // Acks are applied asynchronously; wait for the queue to show them.
     tokio::time::timeout(Duration::from_secs(10), async {
@@ -103,7 +123,11 @@ async fn backlog_then_live_then_ack_and_redelivery() {
     })
     .await
     .expect("acks applied");
-    s.send(gateway_event::Event::Subscribe(Subscribe { subscription_id: 8, address: Some(a), window: 0 }));
+    s.send(gateway_event::Event::Subscribe(Subscribe {
+        subscription_id: 8,
+        address: Some(a),
+        window: 0,
+    }));
     let mut again = HashSet::new();
     for _ in 0..4 {
         let m = s.next().await;
@@ -120,13 +144,15 @@ async fn bad_address_fails_the_subscription() {
     let mut s = Stream::open(q);
     s.send(gateway_event::Event::Subscribe(Subscribe {
         subscription_id: 1,
-        address: Some(Address { identity_key: Bytes::from_static(b"short"), device_id: Bytes::from_static(b"d") }),
+        address: Some(Address {
+            identity_key: Bytes::from_static(b"short"),
+            device_id: Bytes::from_static(b"d"),
+        }),
         window: 0,
     }));
     let ev = s.from_replica.recv().await.unwrap().unwrap();
     assert!(matches!(ev.event, Some(delivery_event::Event::Failed(f)) if f.subscription_id == 1));
 }
-
 
 #[tokio::test]
 async fn pushes_stop_at_the_window_until_credit() {
@@ -136,17 +162,27 @@ async fn pushes_stop_at_the_window_until_credit() {
         q.enqueue(&d, Bytes::from(format!("m{i}"))).await.unwrap();
     }
     let mut s = Stream::open(q);
-    s.send(gateway_event::Event::Subscribe(Subscribe { subscription_id: 1, address: Some(a), window: 2 }));
+    s.send(gateway_event::Event::Subscribe(Subscribe {
+        subscription_id: 1,
+        address: Some(a),
+        window: 2,
+    }));
     assert_eq!(s.next().await.message, Bytes::from_static(b"m0"));
     assert_eq!(s.next().await.message, Bytes::from_static(b"m1"));
     // Window used up: nothing more arrives without credit. (An absence can only be observed
     // over some time; 200 ms is ample for an in-process channel.)
     let more = tokio::time::timeout(Duration::from_millis(200), s.from_replica.recv()).await;
     assert!(more.is_err(), "pushed past the window: {more:?}");
-    s.send(gateway_event::Event::Credit(Credit { subscription_id: 1, messages: 2 }));
+    s.send(gateway_event::Event::Credit(Credit {
+        subscription_id: 1,
+        messages: 2,
+    }));
     assert_eq!(s.next().await.message, Bytes::from_static(b"m2"));
     assert_eq!(s.next().await.message, Bytes::from_static(b"m3"));
     // Credit beyond the window is capped at the window.
-    s.send(gateway_event::Event::Credit(Credit { subscription_id: 1, messages: 1000 }));
+    s.send(gateway_event::Event::Credit(Credit {
+        subscription_id: 1,
+        messages: 1000,
+    }));
     assert_eq!(s.next().await.message, Bytes::from_static(b"m4"));
 }

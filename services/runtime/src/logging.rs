@@ -17,8 +17,8 @@ pub enum LogFormat {
 /// Installs the global tracing subscriber.
 pub fn init(format: LogFormat, filter: &str) -> Result<(), RuntimeError> {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_new(filter)
-        .map_err(|e| RuntimeError::Logging(format!("bad log filter {filter:?}: {e}")))?;
+    let filter =
+        EnvFilter::try_new(filter).map_err(|e| RuntimeError::Logging(format!("bad log filter {filter:?}: {e}")))?;
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)

@@ -6,7 +6,11 @@ mod roles;
 use clap::Parser;
 
 #[derive(Parser)]
-#[command(name = "tassis", version, about = "End-to-end-encrypted messaging back end (Signal protocol): key distribution and message transport")]
+#[command(
+    name = "tassis",
+    version,
+    about = "End-to-end-encrypted messaging back end (Signal protocol): key distribution and message transport"
+)]
 struct Cli {
     #[command(subcommand)]
     role: roles::Role,

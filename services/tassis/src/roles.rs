@@ -10,7 +10,9 @@ use tassis_gateway::GatewayConfig;
 use tassis_gateway::upstream::UpstreamArgs;
 use tassis_keystore::{KeystoreConfig, KeystoreService, MemoryKeyStore};
 use tassis_messaging::backend::DeviceAddress;
-use tassis_messaging::{KeystoreRegistrations, MemoryQueues, MessagingConfig, MessagingError, MessagingService, Registrations};
+use tassis_messaging::{
+    KeystoreRegistrations, MemoryQueues, MessagingConfig, MessagingError, MessagingService, Registrations,
+};
 use tassis_runtime::config::CommonArgs;
 use tassis_runtime::{AdminServer, Health, Shutdown};
 
@@ -84,12 +86,25 @@ impl Role {
                 messaging,
                 attachments,
             } => standalone(common, gateway, keystore, messaging, attachments).await,
-            Role::Gateway { common, gateway, upstream } => {
+            Role::Gateway {
+                common,
+                gateway,
+                upstream,
+            } => {
                 gateway.validate()?;
                 let p = Process::start(&common, "gateway").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
                 p.ready_when_serving(listener.local_addr()?);
-                tassis_gateway::serve(gateway, upstream, listener, p.health.clone(), p.registry.clone(), p.shutdown.clone(), common.shutdown_grace).await?;
+                tassis_gateway::serve(
+                    gateway,
+                    upstream,
+                    listener,
+                    p.health.clone(),
+                    p.registry.clone(),
+                    p.shutdown.clone(),
+                    common.shutdown_grace,
+                )
+                .await?;
                 Ok(())
             }
             Role::Keystore { common, keystore } => {
@@ -102,11 +117,17 @@ impl Role {
                 tassis_keystore::serve(svc, listener, p.shutdown.clone()).await?;
                 Ok(())
             }
-            Role::Messaging { common, messaging, keystore } => {
+            Role::Messaging {
+                common,
+                messaging,
+                keystore,
+            } => {
                 messaging.validate()?;
                 let p = Process::start(&common, "messaging").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
-                let regs = Arc::new(KeystoreRegistrations::new(tassis_gateway::upstream::channel(&keystore)?));
+                let regs = Arc::new(KeystoreRegistrations::new(tassis_gateway::upstream::channel(
+                    &keystore,
+                )?));
                 let queues = Arc::new(MemoryQueues::new(regs, messaging.retention()));
                 let svc = MessagingService::new(queues, messaging);
                 p.ready_when_serving(listener.local_addr()?);
@@ -144,7 +165,12 @@ impl Process {
         let registry = prometheus::Registry::new();
         let admin_listener = tassis_runtime::bind(common.admin_listen).await?;
         let admin = admin_listener.local_addr()?;
-        tokio::spawn(AdminServer::serve(admin_listener, health.clone(), registry.clone(), shutdown.clone()));
+        tokio::spawn(AdminServer::serve(
+            admin_listener,
+            health.clone(),
+            registry.clone(),
+            shutdown.clone(),
+        ));
         let h = health.clone();
         let s = shutdown.clone();
         tokio::spawn(async move {
@@ -209,10 +235,17 @@ async fn standalone(
         p.shutdown.clone(),
     ));
 
-    let queues = Arc::new(MemoryQueues::new(Arc::new(InProcessRegistrations(keys)), messaging.retention()));
+    let queues = Arc::new(MemoryQueues::new(
+        Arc::new(InProcessRegistrations(keys)),
+        messaging.retention(),
+    ));
     let msg_listener = tassis_runtime::bind(local).await?;
     let msg_addr = msg_listener.local_addr()?;
-    let ms = tokio::spawn(tassis_messaging::serve(MessagingService::new(queues, messaging), msg_listener, internal.clone()));
+    let ms = tokio::spawn(tassis_messaging::serve(
+        MessagingService::new(queues, messaging),
+        msg_listener,
+        internal.clone(),
+    ));
 
     let at_listener = tassis_runtime::bind(local).await?;
     let at_addr = at_listener.local_addr()?;
@@ -229,9 +262,17 @@ async fn standalone(
     };
     let listener = tassis_runtime::bind(common.listen).await?;
     p.ready_when_serving(listener.local_addr()?);
-    tassis_gateway::serve(gateway, upstream, listener, p.health.clone(), p.registry.clone(), p.shutdown.clone(), common.shutdown_grace)
-        .await
-        .context("gateway")?;
+    tassis_gateway::serve(
+        gateway,
+        upstream,
+        listener,
+        p.health.clone(),
+        p.registry.clone(),
+        p.shutdown.clone(),
+        common.shutdown_grace,
+    )
+    .await
+    .context("gateway")?;
     internal.trigger();
     for (name, h) in [("keystore", ks), ("messaging", ms), ("attachments", at)] {
         match tokio::time::timeout(common.shutdown_grace, h).await {

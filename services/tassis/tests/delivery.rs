@@ -150,7 +150,9 @@ async fn client_that_stops_reading_is_dropped_and_loses_nothing() {
         1,
         tassis_client::proto::message::Payload::AuthResponse(resp),
     ));
-    ws.send(tokio_tungstenite::tungstenite::Message::Binary(login_frame.into())).await.unwrap();
+    ws.send(tokio_tungstenite::tungstenite::Message::Binary(login_frame.into()))
+        .await
+        .unwrap();
     d.conn.close().await.unwrap();
 
     // Flood the device with 8 MB while the raw connection reads nothing.
@@ -164,7 +166,10 @@ async fn client_that_stops_reading_is_dropped_and_loses_nothing() {
     }
     // Meanwhile the gateway keeps serving others promptly.
     let other = anon(&url).await;
-    assert_eq!(err_name(other.request_pre_keys(vec![4u8; 32], vec![]).await), "unknown_identity");
+    assert_eq!(
+        err_name(other.request_pre_keys(vec![4u8; 32], vec![]).await),
+        "unknown_identity"
+    );
 
     // Every acknowledged send is still queued: a reading client gets all of them, in order.
     let c = login(&url, &id, b"d").await;
@@ -189,7 +194,10 @@ async fn client_that_stops_reading_is_dropped_and_loses_nothing() {
     })
     .await;
     assert!(ended.is_ok(), "the server closed the stalled connection");
-    assert!(total < n * body.len(), "the stalled client did not get everything: {total}");
+    assert!(
+        total < n * body.len(),
+        "the stalled client did not get everything: {total}"
+    );
 }
 
 #[tokio::test]
@@ -202,7 +210,9 @@ async fn messages_to_a_connected_device_arrive_without_reconnect() {
     for i in 0..50 {
         let a2 = tassis_client::Connection::connect(&url).await.unwrap();
         let to = d.address();
-        tasks.push(tokio::spawn(async move { a2.send(to, format!("p{i}").into_bytes()).await.unwrap() }));
+        tasks.push(tokio::spawn(async move {
+            a2.send(to, format!("p{i}").into_bytes()).await.unwrap()
+        }));
     }
     for t in tasks {
         t.await.unwrap();

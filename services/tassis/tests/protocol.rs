@@ -23,7 +23,11 @@ async fn connect_gets_configuration_and_challenge() {
     let c3 = anon(&format!("ws://{}/someIdentity/someDevice", s.listen)).await;
     assert_eq!(c3.nonce().len(), 32);
     // Other paths are refused at the handshake.
-    assert!(tassis_client::Connection::connect(&format!("ws://{}/nope", s.listen)).await.is_err());
+    assert!(
+        tassis_client::Connection::connect(&format!("ws://{}/nope", s.listen))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test]
@@ -43,7 +47,10 @@ async fn login_with_both_schemes() {
 async fn login_schemes_can_be_switched_off() {
     let s = standalone(&["--auth-xeddsa", "false"]);
     let c = anon(&s.ws_url()).await;
-    assert_eq!(err_name(c.login(&Identity::generate_curve25519(), b"d").await), "unauthorized");
+    assert_eq!(
+        err_name(c.login(&Identity::generate_curve25519(), b"d").await),
+        "unauthorized"
+    );
     let c = anon(&s.ws_url()).await;
     c.login(&Identity::generate_ed25519(), b"d").await.unwrap();
 }
@@ -73,37 +80,79 @@ async fn bad_logins_are_unauthorized_and_closed() {
     let c = anon(&s.ws_url()).await;
     let mut resp = frame::auth_response(&id, b"d", c.nonce());
     resp.signature = Bytes::from(Identity::generate_ed25519().sign(&resp.login).to_vec());
-    assert_eq!(err_name(c.request(Payload::AuthResponse(resp)).await.and_then(frame::into_result)), "unauthorized");
+    assert_eq!(
+        err_name(
+            c.request(Payload::AuthResponse(resp))
+                .await
+                .and_then(frame::into_result)
+        ),
+        "unauthorized"
+    );
     // Signature over re-serialized bytes does not count: flip a byte of the login after signing.
     let c = anon(&s.ws_url()).await;
     let mut resp = frame::auth_response(&id, b"d", c.nonce());
     let mut login = resp.login.to_vec();
     login.push(0); // trailing field-0 garbage: a different byte string
     resp.login = Bytes::from(login);
-    assert_eq!(err_name(c.request(Payload::AuthResponse(resp)).await.and_then(frame::into_result)), "unauthorized");
+    assert_eq!(
+        err_name(
+            c.request(Payload::AuthResponse(resp))
+                .await
+                .and_then(frame::into_result)
+        ),
+        "unauthorized"
+    );
     // A 31-byte identity key, an empty and a 65-byte device id, a short signature.
-    for (ik, dev) in [(vec![1u8; 31], b"d".to_vec()), (id.public_key().to_vec(), vec![]), (id.public_key().to_vec(), vec![7u8; 65])] {
+    for (ik, dev) in [
+        (vec![1u8; 31], b"d".to_vec()),
+        (id.public_key().to_vec(), vec![]),
+        (id.public_key().to_vec(), vec![7u8; 65]),
+    ] {
         let c = anon(&s.ws_url()).await;
         let login = Login {
-            address: Some(tassis_client::proto::Address { identity_key: ik.into(), device_id: dev.into() }),
+            address: Some(tassis_client::proto::Address {
+                identity_key: ik.into(),
+                device_id: dev.into(),
+            }),
             nonce: c.nonce().clone(),
         }
         .encode_to_vec();
         let sig = id.sign(&login);
-        let resp = AuthResponse { login: login.into(), signature: Bytes::from(sig.to_vec()) };
-        assert_eq!(err_name(c.request(Payload::AuthResponse(resp)).await.and_then(frame::into_result)), "unauthorized");
+        let resp = AuthResponse {
+            login: login.into(),
+            signature: Bytes::from(sig.to_vec()),
+        };
+        assert_eq!(
+            err_name(
+                c.request(Payload::AuthResponse(resp))
+                    .await
+                    .and_then(frame::into_result)
+            ),
+            "unauthorized"
+        );
     }
     let c = anon(&s.ws_url()).await;
     let mut resp = frame::auth_response(&id, b"d", c.nonce());
     resp.signature.truncate(63);
-    assert_eq!(err_name(c.request(Payload::AuthResponse(resp)).await.and_then(frame::into_result)), "unauthorized");
+    assert_eq!(
+        err_name(
+            c.request(Payload::AuthResponse(resp))
+                .await
+                .and_then(frame::into_result)
+        ),
+        "unauthorized"
+    );
     // A 64-byte device id is fine.
     let c = anon(&s.ws_url()).await;
     c.login(&id, &[9u8; 64]).await.unwrap();
     // A second AuthResponse on an authenticated connection.
     let again = frame::auth_response(&id, b"d", c.nonce());
     assert_eq!(
-        err_name(c.request(Payload::AuthResponse(again)).await.and_then(frame::into_result)),
+        err_name(
+            c.request(Payload::AuthResponse(again))
+                .await
+                .and_then(frame::into_result)
+        ),
         "attempted_anonymous_op_on_authenticated_connection"
     );
 }
@@ -112,14 +161,23 @@ async fn bad_logins_are_unauthorized_and_closed() {
 async fn access_rules() {
     let s = standalone(&[]);
     let a = anon(&s.ws_url()).await;
-    assert_eq!(err_name(a.register(Bytes::from_static(b"spk"), vec![]).await), "unauthorized");
+    assert_eq!(
+        err_name(a.register(Bytes::from_static(b"spk"), vec![]).await),
+        "unauthorized"
+    );
     assert_eq!(err_name(a.unregister().await), "unauthorized");
     // Anonymous connections stay usable after a refusal.
-    assert_eq!(err_name(a.request_pre_keys(vec![3u8; 32], vec![]).await), "unknown_identity");
+    assert_eq!(
+        err_name(a.request_pre_keys(vec![3u8; 32], vec![]).await),
+        "unknown_identity"
+    );
 
     let d = registered(&s.ws_url(), Identity::generate_ed25519(), b"d", 1).await;
     let anon_op = "attempted_anonymous_op_on_authenticated_connection";
-    assert_eq!(err_name(d.conn.request_pre_keys(d.identity.public_key().to_vec(), vec![]).await), anon_op);
+    assert_eq!(
+        err_name(d.conn.request_pre_keys(d.identity.public_key().to_vec(), vec![]).await),
+        anon_op
+    );
     assert_eq!(err_name(d.conn.send(d.address(), b"x".to_vec()).await), anon_op);
     // Upload authorizations are allowed on both kinds (unavailable here: no bucket).
     assert_eq!(err_name(d.conn.request_upload_authorizations(1).await), "unavailable");
@@ -133,7 +191,10 @@ async fn register_appends_or_replaces_and_prekeys_consume() {
     let id = Identity::generate_curve25519();
     let d = registered(&url, id.clone(), b"d1", 2).await;
     // Same signed prekey: append.
-    d.conn.register(spk(&id, b"d1"), one_time_keys(b"d1", 2..3)).await.unwrap();
+    d.conn
+        .register(spk(&id, b"d1"), one_time_keys(b"d1", 2..3))
+        .await
+        .unwrap();
     let a = anon(&url).await;
     let ik = id.public_key().to_vec();
     let mut got = Vec::new();
@@ -145,19 +206,32 @@ async fn register_appends_or_replaces_and_prekeys_consume() {
         got.push(k[0].one_time_pre_key.clone());
     }
     // Most recently registered first; empty when none left.
-    assert_eq!(got, vec![
-        Bytes::from_static(b"otk:d1:2"),
-        Bytes::from_static(b"otk:d1:1"),
-        Bytes::from_static(b"otk:d1:0"),
-        Bytes::new()
-    ]);
+    assert_eq!(
+        got,
+        vec![
+            Bytes::from_static(b"otk:d1:2"),
+            Bytes::from_static(b"otk:d1:1"),
+            Bytes::from_static(b"otk:d1:0"),
+            Bytes::new()
+        ]
+    );
     // A different signed prekey replaces the registration and drops old one-time keys.
-    d.conn.register(spk(&id, b"d1"), one_time_keys(b"d1", 10..12)).await.unwrap();
-    d.conn.register(Bytes::from_static(b"new-spk"), one_time_keys(b"d1", 20..21)).await.unwrap();
+    d.conn
+        .register(spk(&id, b"d1"), one_time_keys(b"d1", 10..12))
+        .await
+        .unwrap();
+    d.conn
+        .register(Bytes::from_static(b"new-spk"), one_time_keys(b"d1", 20..21))
+        .await
+        .unwrap();
     let k = a.request_pre_keys(ik.clone(), vec![]).await.unwrap();
     assert_eq!(k[0].signed_pre_key.as_ref(), b"new-spk");
     assert_eq!(k[0].one_time_pre_key.as_ref(), b"otk:d1:20");
-    assert!(a.request_pre_keys(ik, vec![]).await.unwrap()[0].one_time_pre_key.is_empty());
+    assert!(
+        a.request_pre_keys(ik, vec![]).await.unwrap()[0]
+            .one_time_pre_key
+            .is_empty()
+    );
 }
 
 #[tokio::test]
@@ -170,8 +244,14 @@ async fn two_devices_known_device_ids_and_unregister() {
     let a = anon(&url).await;
     let ik = id.public_key().to_vec();
     let both = a.request_pre_keys(ik.clone(), vec![]).await.unwrap();
-    assert_eq!(prekey_ids(&both), vec![Bytes::from_static(b"d1"), Bytes::from_static(b"d2")]);
-    let only2 = a.request_pre_keys(ik.clone(), vec![Bytes::from_static(b"d1")]).await.unwrap();
+    assert_eq!(
+        prekey_ids(&both),
+        vec![Bytes::from_static(b"d1"), Bytes::from_static(b"d2")]
+    );
+    let only2 = a
+        .request_pre_keys(ik.clone(), vec![Bytes::from_static(b"d1")])
+        .await
+        .unwrap();
     assert_eq!(prekey_ids(&only2), vec![Bytes::from_static(b"d2")]);
     let none = a
         .request_pre_keys(ik.clone(), vec![Bytes::from_static(b"d1"), Bytes::from_static(b"d2")])
@@ -186,7 +266,10 @@ async fn two_devices_known_device_ids_and_unregister() {
     assert_eq!(recv(&d2.conn).await.1.as_ref(), b"to d2");
 
     d1.conn.unregister().await.unwrap();
-    assert_eq!(prekey_ids(&a.request_pre_keys(ik.clone(), vec![]).await.unwrap()), vec![Bytes::from_static(b"d2")]);
+    assert_eq!(
+        prekey_ids(&a.request_pre_keys(ik.clone(), vec![]).await.unwrap()),
+        vec![Bytes::from_static(b"d2")]
+    );
     assert_eq!(err_name(a.send(d1.address(), b"x".to_vec()).await), "unknown_device");
     d2.conn.unregister().await.unwrap();
     assert_eq!(err_name(a.request_pre_keys(ik, vec![]).await), "unknown_identity");
@@ -217,16 +300,37 @@ async fn outbound_message_errors() {
     let s = standalone(&[]);
     let a = anon(&s.ws_url()).await;
     let id = Identity::generate_ed25519();
-    assert_eq!(err_name(a.send(address(&id, b"nobody"), b"x".to_vec()).await), "unknown_device");
+    assert_eq!(
+        err_name(a.send(address(&id, b"nobody"), b"x".to_vec()).await),
+        "unknown_device"
+    );
     let mut bad = address(&id, b"d");
     bad.identity_key = Bytes::from_static(&[1u8; 33]);
     assert_eq!(err_name(a.send(bad, b"x".to_vec()).await), "invalid_identity_key");
-    assert_eq!(err_name(a.send(address(&id, b""), b"x".to_vec()).await), "invalid_request");
-    assert_eq!(err_name(a.send(address(&id, &[1u8; 65]), b"x".to_vec()).await), "invalid_request");
-    let no_to = Payload::OutboundMessage(OutboundMessage { to: None, unidentified_sender_message: Bytes::from_static(b"x") });
-    assert_eq!(err_name(a.request(no_to).await.and_then(frame::into_result)), "invalid_request");
-    let short = Payload::RequestPreKeys(RequestPreKeys { identity_key: Bytes::from_static(b"short"), known_device_ids: vec![] });
-    assert_eq!(err_name(a.request(short).await.and_then(frame::into_result)), "invalid_identity_key");
+    assert_eq!(
+        err_name(a.send(address(&id, b""), b"x".to_vec()).await),
+        "invalid_request"
+    );
+    assert_eq!(
+        err_name(a.send(address(&id, &[1u8; 65]), b"x".to_vec()).await),
+        "invalid_request"
+    );
+    let no_to = Payload::OutboundMessage(OutboundMessage {
+        to: None,
+        unidentified_sender_message: Bytes::from_static(b"x"),
+    });
+    assert_eq!(
+        err_name(a.request(no_to).await.and_then(frame::into_result)),
+        "invalid_request"
+    );
+    let short = Payload::RequestPreKeys(RequestPreKeys {
+        identity_key: Bytes::from_static(b"short"),
+        known_device_ids: vec![],
+    });
+    assert_eq!(
+        err_name(a.request(short).await.and_then(frame::into_result)),
+        "invalid_identity_key"
+    );
 }
 
 #[tokio::test]
@@ -253,9 +357,10 @@ async fn raw(c: &tassis_client::Connection, bytes: Vec<u8>) -> ServerEvent {
 fn is_error(ev: &ServerEvent, want_name: &str, want_seq: u32) -> bool {
     match ev {
         ServerEvent::Error { sequence, name, .. } => name == want_name && *sequence == want_seq,
-        ServerEvent::Unsolicited(Message { sequence, payload: Some(Payload::Error(e)) }) => {
-            e.name == want_name && *sequence == want_seq
-        }
+        ServerEvent::Unsolicited(Message {
+            sequence,
+            payload: Some(Payload::Error(e)),
+        }) => e.name == want_name && *sequence == want_seq,
         _ => false,
     }
 }
@@ -268,10 +373,22 @@ async fn malformed_frames_get_invalid_request_and_the_connection_stays() {
     let ev = raw(&c, vec![0xff, 0xff, 0xff, 0xff]).await;
     assert!(is_error(&ev, "invalid_request", 0), "{ev:?}");
     // A Message with no payload: the client's sequence is echoed.
-    let ev = raw(&c, Message { sequence: 4242, payload: None }.encode_to_vec()).await;
+    let ev = raw(
+        &c,
+        Message {
+            sequence: 4242,
+            payload: None,
+        }
+        .encode_to_vec(),
+    )
+    .await;
     assert!(is_error(&ev, "invalid_request", 4242), "{ev:?}");
     // An unknown oneof field (11 is reserved; 99 never existed): no known payload.
-    let mut unknown = Message { sequence: 77, payload: None }.encode_to_vec();
+    let mut unknown = Message {
+        sequence: 77,
+        payload: None,
+    }
+    .encode_to_vec();
     unknown.extend_from_slice(&[0x5a, 0x00]); // field 11, length-delimited, empty
     let ev = raw(&c, unknown).await;
     assert!(is_error(&ev, "invalid_request", 77), "{ev:?}");
@@ -282,13 +399,32 @@ async fn malformed_frames_get_invalid_request_and_the_connection_stays() {
         (7, Payload::Error(Default::default())),
         (8, Payload::PreKeys(Default::default())),
     ] {
-        let ev = raw(&c, Message { sequence: seq, payload: Some(p) }.encode_to_vec()).await;
+        let ev = raw(
+            &c,
+            Message {
+                sequence: seq,
+                payload: Some(p),
+            }
+            .encode_to_vec(),
+        )
+        .await;
         assert!(is_error(&ev, "invalid_request", seq), "{ev:?}");
     }
     // An Ack for an unknown sequence is ignored: no reply, connection still fine.
-    c.send_raw_frame(Message { sequence: 999, payload: Some(Payload::Ack(Ack {})) }.encode_to_vec()).await.unwrap();
+    c.send_raw_frame(
+        Message {
+            sequence: 999,
+            payload: Some(Payload::Ack(Ack {})),
+        }
+        .encode_to_vec(),
+    )
+    .await
+    .unwrap();
     assert_no_events(&c).await;
-    assert_eq!(err_name(c.request_pre_keys(vec![8u8; 32], vec![]).await), "unknown_identity");
+    assert_eq!(
+        err_name(c.request_pre_keys(vec![8u8; 32], vec![]).await),
+        "unknown_identity"
+    );
 }
 
 #[tokio::test]
@@ -306,7 +442,10 @@ async fn oversize_frame_is_refused_and_closed_1009() {
     expect_closed(&c, 1009).await;
     // The server is unaffected.
     let c2 = anon(&s.ws_url()).await;
-    assert_eq!(err_name(c2.request_pre_keys(vec![8u8; 32], vec![]).await), "unknown_identity");
+    assert_eq!(
+        err_name(c2.request_pre_keys(vec![8u8; 32], vec![]).await),
+        "unknown_identity"
+    );
 }
 
 #[tokio::test]

@@ -4,11 +4,11 @@
 use crate::session::{Flow, Session};
 
 pub fn handle(s: &mut Session, seq: u32) -> Flow {
-    if let Some(login) = s.login.as_mut() {
-        if let Some(message_id) = login.pending.remove(&seq) {
-            login.subscription.ack(message_id);
-            s.ctx.metrics.deliveries.with_label_values(&["acked"]).inc();
-        }
+    if let Some(login) = s.login.as_mut()
+        && let Some(message_id) = login.pending.remove(&seq)
+    {
+        login.subscription.ack(message_id);
+        s.ctx.metrics.deliveries.with_label_values(&["acked"]).inc();
     }
     Flow::Continue
 }

@@ -28,7 +28,9 @@ pub async fn register(s: &mut Session, seq: u32, r: Register) -> Result<Flow, Ga
 }
 
 pub async fn unregister(s: &mut Session, seq: u32) -> Result<Flow, GatewayError> {
-    let req = UnregisterRequest { address: Some(address(s)) };
+    let req = UnregisterRequest {
+        address: Some(address(s)),
+    };
     s.ctx
         .upstream
         .keystore
@@ -54,5 +56,12 @@ pub async fn request_pre_keys(s: &mut Session, seq: u32, r: RequestPreKeys) -> R
         .await
         .map_err(|st| GatewayError::from_status(st, ErrorName::UnknownIdentity))?
         .into_inner();
-    super::reply(s, seq, Payload::PreKeys(PreKeys { pre_keys: reply.pre_keys })).await
+    super::reply(
+        s,
+        seq,
+        Payload::PreKeys(PreKeys {
+            pre_keys: reply.pre_keys,
+        }),
+    )
+    .await
 }

@@ -3,9 +3,9 @@
 
 use tassis_proto::tassis::{Ack, AuthResponse, message::Payload};
 
+use crate::GatewayError;
 use crate::auth::verify_login;
 use crate::session::{Flow, LoggedIn, Session};
-use crate::GatewayError;
 
 pub async fn handle(s: &mut Session, seq: u32, a: AuthResponse) -> Result<Flow, GatewayError> {
     let address = match verify_login(&a.login, &a.signature, &s.nonce, s.ctx.schemes) {

@@ -11,15 +11,22 @@ pub mod uploads;
 
 use tassis_proto::tassis::message::Payload;
 
-use crate::session::{Flow, Session};
 use crate::GatewayError;
+use crate::session::{Flow, Session};
 
 /// Handles one payload. Returns the operation's name (for metrics) and the outcome; an `Err` is
 /// sent to the client as an Error with `seq`.
-pub async fn dispatch(s: &mut Session, seq: u32, payload: Option<Payload>) -> (Option<&'static str>, Result<Flow, GatewayError>) {
+pub async fn dispatch(
+    s: &mut Session,
+    seq: u32,
+    payload: Option<Payload>,
+) -> (Option<&'static str>, Result<Flow, GatewayError>) {
     let authed = s.login.is_some();
     match payload {
-        None => (None, Err(GatewayError::invalid_request("message has no (known) payload"))),
+        None => (
+            None,
+            Err(GatewayError::invalid_request("message has no (known) payload")),
+        ),
         Some(Payload::AuthResponse(a)) => {
             if authed {
                 return (Some("login"), Err(GatewayError::anonymous_op()));
@@ -28,13 +35,21 @@ pub async fn dispatch(s: &mut Session, seq: u32, payload: Option<Payload>) -> (O
         }
         Some(Payload::Register(r)) => {
             if !authed {
-                return (Some("register"), Err(GatewayError::unauthorized("register needs an authenticated connection")));
+                return (
+                    Some("register"),
+                    Err(GatewayError::unauthorized("register needs an authenticated connection")),
+                );
             }
             (Some("register"), keys::register(s, seq, r).await)
         }
         Some(Payload::Unregister(_)) => {
             if !authed {
-                return (Some("unregister"), Err(GatewayError::unauthorized("unregister needs an authenticated connection")));
+                return (
+                    Some("unregister"),
+                    Err(GatewayError::unauthorized(
+                        "unregister needs an authenticated connection",
+                    )),
+                );
             }
             (Some("unregister"), keys::unregister(s, seq).await)
         }
@@ -50,7 +65,9 @@ pub async fn dispatch(s: &mut Session, seq: u32, payload: Option<Payload>) -> (O
             }
             (Some("send"), send::handle(s, seq, m).await)
         }
-        Some(Payload::RequestUploadAuthorizations(r)) => (Some("upload_authorizations"), uploads::handle(s, seq, r).await),
+        Some(Payload::RequestUploadAuthorizations(r)) => {
+            (Some("upload_authorizations"), uploads::handle(s, seq, r).await)
+        }
         Some(Payload::Ack(_)) => (None, Ok(ack::handle(s, seq))),
         Some(
             Payload::Error(_)
@@ -60,7 +77,10 @@ pub async fn dispatch(s: &mut Session, seq: u32, payload: Option<Payload>) -> (O
             | Payload::PreKeysLow(_)
             | Payload::UploadAuthorizations(_)
             | Payload::InboundMessage(_),
-        ) => (None, Err(GatewayError::invalid_request("this payload is sent by the server only"))),
+        ) => (
+            None,
+            Err(GatewayError::invalid_request("this payload is sent by the server only")),
+        ),
     }
 }
 
@@ -68,6 +88,9 @@ pub async fn dispatch(s: &mut Session, seq: u32, payload: Option<Payload>) -> (O
 pub(crate) async fn reply(s: &Session, seq: u32, payload: Payload) -> Result<Flow, GatewayError> {
     Ok(match s.send(seq, payload).await {
         Ok(()) => Flow::Continue,
-        Err(()) => Flow::Close(tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Error, ""),
+        Err(()) => Flow::Close(
+            tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Error,
+            "",
+        ),
     })
 }

@@ -9,11 +9,20 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use crate::session::{Flow, Session};
 
 pub async fn check(s: &mut Session) -> Flow {
-    let Some(login) = s.login.as_ref() else { return Flow::Continue };
+    let Some(login) = s.login.as_ref() else {
+        return Flow::Continue;
+    };
     let req = DeviceStatusRequest {
         address: Some(login.address.clone()),
     };
-    let status = match s.ctx.upstream.keystore.clone().device_status(s.ctx.upstream.request(req)).await {
+    let status = match s
+        .ctx
+        .upstream
+        .keystore
+        .clone()
+        .device_status(s.ctx.upstream.request(req))
+        .await
+    {
         Ok(r) => r.into_inner(),
         Err(e) => {
             tracing::warn!(status = %e, "prekey check failed");
@@ -22,7 +31,10 @@ pub async fn check(s: &mut Session) -> Flow {
     };
     if status.registered && status.one_time_pre_keys < s.ctx.config.prekeys_low_watermark {
         let keys_requested = s.ctx.config.prekeys_requested;
-        if s.push(Payload::PreKeysLow(PreKeysLow { keys_requested })).await.is_err() {
+        if s.push(Payload::PreKeysLow(PreKeysLow { keys_requested }))
+            .await
+            .is_err()
+        {
             return Flow::Close(CloseCode::Error, "");
         }
     }
