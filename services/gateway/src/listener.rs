@@ -21,13 +21,14 @@ use crate::connection::{close_frame, drain, spawn_writer};
 use crate::delivery::DeliveryHub;
 use crate::metrics::Metrics;
 use crate::session::Session;
-use crate::upstream::{Upstream, UpstreamArgs};
+use crate::upstream::{MessagingReplicas, Upstream, UpstreamArgs};
 
 /// What every connection of this gateway shares.
 pub struct Ctx {
     pub config: Arc<GatewayConfig>,
     pub upstream: Upstream,
-    pub hub: DeliveryHub,
+    /// The messaging replica set and its delivery streams.
+    pub replicas: MessagingReplicas,
     pub metrics: Metrics,
     pub schemes: Schemes,
     pub shutdown: Shutdown,
@@ -36,6 +37,8 @@ pub struct Ctx {
 /// A gateway ready to accept.
 pub struct Gateway {
     ctx: Arc<Ctx>,
+    /// Where the messaging replicas come from.
+    upstream_args: UpstreamArgs,
 }
 
 impl Gateway {
@@ -47,17 +50,18 @@ impl Gateway {
         shutdown: Shutdown,
     ) -> Result<Self, tassis_runtime::RuntimeError> {
         config.validate()?;
-        let upstream = Upstream::new(upstream, config.upstream_timeout)?;
-        let hub = DeliveryHub::start(&upstream.messaging_replicas, config.delivery_window, shutdown.clone());
+        let hub = DeliveryHub::new(config.delivery_window, shutdown.clone());
+        let (upstream_clients, replicas) = Upstream::new(upstream, config.upstream_timeout, hub)?;
         let schemes = Schemes {
             ed25519: config.auth_ed25519,
             xeddsa: config.auth_xeddsa,
         };
         Ok(Self {
+            upstream_args: upstream.clone(),
             ctx: Arc::new(Ctx {
                 config: Arc::new(config),
-                upstream,
-                hub,
+                upstream: upstream_clients,
+                replicas,
                 metrics: Metrics::new(registry),
                 schemes,
                 shutdown,
@@ -65,9 +69,11 @@ impl Gateway {
         })
     }
 
-    /// Fetches what clients are told at connect (the attachments configuration), retrying with
-    /// backoff until it succeeds or shutdown; then keeps it fresh in the background.
-    pub async fn prepare(&self) -> bool {
+    /// Sets up the messaging replica set (static list or discovery), then fetches what clients are
+    /// told at connect (the attachments configuration), retrying with backoff until it succeeds or
+    /// shutdown, and keeps it fresh in the background.
+    pub async fn prepare(&self) -> Result<bool, tassis_runtime::RuntimeError> {
+        crate::upstream::start_messaging_source(&self.upstream_args, self.ctx.clone()).await?;
         let mut backoff = Duration::from_millis(100);
         loop {
             match self.ctx.upstream.refresh_attachments_config().await {
@@ -75,7 +81,7 @@ impl Gateway {
                 Err(e) => {
                     tracing::warn!(error = %e, "waiting for the attachments service");
                     tokio::select! {
-                        _ = self.ctx.shutdown.wait() => return false,
+                        _ = self.ctx.shutdown.wait() => return Ok(false),
                         _ = tokio::time::sleep(backoff) => {}
                     }
                     backoff = (backoff * 2).min(Duration::from_secs(5));
@@ -94,7 +100,7 @@ impl Gateway {
                 }
             }
         });
-        true
+        Ok(true)
     }
 
     /// Accepts connections until shutdown, then waits (up to `grace`) for sessions to close.
@@ -202,7 +208,7 @@ pub async fn serve(
     grace: Duration,
 ) -> Result<(), tassis_runtime::RuntimeError> {
     let gw = Gateway::new(config, &upstream, &registry, shutdown.clone())?;
-    if !gw.prepare().await {
+    if !gw.prepare().await? {
         return Ok(());
     }
     health.set_ready(true);

@@ -1,6 +1,7 @@
 //! The gateway's gRPC clients to the internal services, and the attachments configuration it
 //! announces to every client (fetched from the attachments service, refreshed periodically).
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -8,6 +9,7 @@ use std::time::Duration;
 use tassis_proto::attachments_v1::{GetConfigurationRequest, attachments_client::AttachmentsClient};
 use tassis_proto::keystore_v1::key_store_client::KeyStoreClient;
 use tassis_proto::messaging_v1::messaging_client::MessagingClient;
+use tonic::transport::channel::Change;
 use tonic::transport::{Channel, Endpoint};
 
 use crate::GatewayError;
@@ -28,13 +30,22 @@ pub struct UpstreamArgs {
     )]
     pub messaging: Vec<String>,
 
+    /// Discover messaging replicas from the EndpointSlices of this Kubernetes Service
+    /// (`name` or `namespace/name`) instead of `--messaging`.
+    #[arg(long, env = "TASSIS_MESSAGING_SERVICE")]
+    pub messaging_service: Option<String>,
+
+    /// Name of the gRPC port in the messaging Service's EndpointSlices.
+    #[arg(long, env = "TASSIS_MESSAGING_PORT_NAME", default_value = "grpc")]
+    pub messaging_port_name: String,
+
     /// Attachments gRPC endpoint URL.
     #[arg(long, env = "TASSIS_ATTACHMENTS", default_value = "http://127.0.0.1:50053")]
     pub attachments: String,
 }
 
-/// Builds a lazily connecting channel; fails only on a malformed URL.
-pub fn channel(url: &str) -> Result<Channel, tassis_runtime::RuntimeError> {
+/// The endpoint settings every internal channel uses; fails only on a malformed URL.
+pub fn endpoint(url: &str) -> Result<Endpoint, tassis_runtime::RuntimeError> {
     let ep = Endpoint::from_shared(url.to_string())
         .map_err(|e| tassis_runtime::RuntimeError::Config(format!("bad endpoint URL {url:?}: {e}")))?;
     if !matches!(ep.uri().scheme_str(), Some("http") | Some("https")) || ep.uri().host().is_none() {
@@ -47,18 +58,20 @@ pub fn channel(url: &str) -> Result<Channel, tassis_runtime::RuntimeError> {
         .tcp_nodelay(true)
         .http2_keep_alive_interval(Duration::from_secs(10))
         .keep_alive_timeout(Duration::from_secs(20))
-        .keep_alive_while_idle(true)
-        .connect_lazy())
+        .keep_alive_while_idle(true))
+}
+
+/// A lazily connecting channel to `url`.
+pub fn channel(url: &str) -> Result<Channel, tassis_runtime::RuntimeError> {
+    Ok(endpoint(url)?.connect_lazy())
 }
 
 /// Clients of every internal service.
 #[derive(Clone)]
 pub struct Upstream {
     pub keystore: KeyStoreClient<Channel>,
-    /// For enqueues: balanced over every messaging replica.
+    /// For enqueues: balanced over the current messaging replicas.
     pub messaging: MessagingClient<Channel>,
-    /// One channel per messaging replica, for delivery streams.
-    pub messaging_replicas: Vec<(String, Channel)>,
     pub attachments: AttachmentsClient<Channel>,
     /// Deadline applied to every unary call.
     pub timeout: Duration,
@@ -66,40 +79,72 @@ pub struct Upstream {
     max_attachment_size: Arc<AtomicI64>,
 }
 
+/// The messaging replica set: feeds both the enqueue load balancer and the delivery hub, from a
+/// static list or from discovery.
+pub struct MessagingReplicas {
+    /// Endpoint changes for the balanced enqueue channel.
+    balance: tokio::sync::mpsc::Sender<Change<String, Endpoint>>,
+    /// The delivery streams.
+    hub: crate::delivery::DeliveryHub,
+    /// Replicas in the set now, by URL.
+    current: tokio::sync::Mutex<HashMap<String, Channel>>,
+}
+
+impl MessagingReplicas {
+    /// Makes the replica set exactly `urls`. Invalid URLs are refused with an error (and change
+    /// nothing).
+    pub async fn set(&self, urls: &[String]) -> Result<(), tassis_runtime::RuntimeError> {
+        let mut current = self.current.lock().await;
+        let mut next = HashMap::new();
+        for url in urls {
+            let ch = match current.get(url) {
+                Some(ch) => ch.clone(),
+                None => channel(url)?,
+            };
+            next.insert(url.clone(), ch);
+        }
+        for url in current.keys().filter(|u| !next.contains_key(*u)) {
+            let _ = self.balance.send(Change::Remove(url.clone())).await;
+        }
+        for url in next.keys().filter(|u| !current.contains_key(*u)) {
+            let _ = self.balance.send(Change::Insert(url.clone(), endpoint(url)?)).await;
+        }
+        let mut list: Vec<(String, Channel)> = next.iter().map(|(u, c)| (u.clone(), c.clone())).collect();
+        list.sort_by(|a, b| a.0.cmp(&b.0));
+        self.hub.set_replicas(&list);
+        *current = next;
+        Ok(())
+    }
+
+    pub fn hub(&self) -> &crate::delivery::DeliveryHub {
+        &self.hub
+    }
+}
+
 impl Upstream {
-    pub fn new(args: &UpstreamArgs, timeout: Duration) -> Result<Self, tassis_runtime::RuntimeError> {
-        if args.messaging.is_empty() {
-            return Err(tassis_runtime::RuntimeError::Config(
-                "--messaging needs at least one URL".into(),
-            ));
-        }
-        let mut replicas = Vec::new();
-        for url in &args.messaging {
-            replicas.push((url.clone(), channel(url)?));
-        }
-        let balanced = if replicas.len() == 1 {
-            replicas[0].1.clone()
-        } else {
-            let eps: Vec<Endpoint> = args
-                .messaging
-                .iter()
-                .map(|u| {
-                    Endpoint::from_shared(u.clone())
-                        .expect("validated above")
-                        .connect_timeout(Duration::from_secs(5))
-                })
-                .collect();
-            Channel::balance_list(eps.into_iter())
-        };
+    /// Builds the clients and an (empty) messaging replica set to fill with
+    /// [`MessagingReplicas::set`].
+    pub fn new(
+        args: &UpstreamArgs,
+        timeout: Duration,
+        hub: crate::delivery::DeliveryHub,
+    ) -> Result<(Self, MessagingReplicas), tassis_runtime::RuntimeError> {
+        let (balanced, balance) = Channel::balance_channel(64);
         let max = 64 * 1024 * 1024;
-        Ok(Self {
-            keystore: KeyStoreClient::new(channel(&args.keystore)?),
-            messaging: MessagingClient::new(balanced).max_decoding_message_size(max),
-            messaging_replicas: replicas,
-            attachments: AttachmentsClient::new(channel(&args.attachments)?),
-            timeout,
-            max_attachment_size: Arc::new(AtomicI64::new(-1)),
-        })
+        Ok((
+            Self {
+                keystore: KeyStoreClient::new(channel(&args.keystore)?),
+                messaging: MessagingClient::new(balanced).max_decoding_message_size(max),
+                attachments: AttachmentsClient::new(channel(&args.attachments)?),
+                timeout,
+                max_attachment_size: Arc::new(AtomicI64::new(-1)),
+            },
+            MessagingReplicas {
+                balance,
+                hub,
+                current: tokio::sync::Mutex::new(HashMap::new()),
+            },
+        ))
     }
 
     /// A request with the unary deadline set.
@@ -127,5 +172,32 @@ impl Upstream {
         self.max_attachment_size
             .store(reply.max_attachment_size, Ordering::Relaxed);
         Ok(reply.max_attachment_size)
+    }
+}
+
+/// Fills the messaging replica set: once from `--messaging`, or continuously from Kubernetes
+/// EndpointSlices when `--messaging-service` is set.
+pub async fn start_messaging_source(
+    args: &UpstreamArgs,
+    ctx: Arc<crate::listener::Ctx>,
+) -> Result<(), tassis_runtime::RuntimeError> {
+    match &args.messaging_service {
+        None => ctx.replicas.set(&args.messaging).await,
+        Some(service) => {
+            let target = tassis_discovery::Target::parse(service, &args.messaging_port_name)?;
+            let mut rx = tassis_discovery::watch(target, ctx.shutdown.wait_owned()).await?;
+            tokio::spawn(async move {
+                loop {
+                    let urls = rx.borrow_and_update().clone();
+                    if let Err(e) = ctx.replicas.set(&urls).await {
+                        tracing::warn!(error = %e, "ignoring discovered messaging endpoints");
+                    }
+                    if rx.changed().await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Ok(())
+        }
     }
 }

@@ -3,16 +3,18 @@
 //!
 //! The service logic ([`service`]) validates requests and enforces limits; storage is behind the
 //! [`KeyBackend`] trait so the same logic runs on the embedded in-memory store ([`memory`]) and on
-//! Redis Cluster. Every backend operation is atomic per identity.
+//! Redis Cluster ([`redis`]). Every backend operation is atomic per identity.
 
 pub mod backend;
 pub mod config;
 pub mod error;
 pub mod memory;
+pub mod redis;
 pub mod service;
 
 pub use backend::{DeviceStatus, KeyBackend, RegisterOutcome};
 pub use config::KeystoreConfig;
 pub use error::KeystoreError;
 pub use memory::MemoryKeyStore;
+pub use redis::RedisKeyStore;
 pub use service::{KeystoreService, serve};

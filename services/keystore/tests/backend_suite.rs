@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use tassis_keystore::backend::{PreKeyBundle, RegisterLimits};
-use tassis_keystore::{KeyBackend, KeystoreError, MemoryKeyStore};
+use tassis_keystore::{KeyBackend, KeystoreError, MemoryKeyStore, RedisKeyStore};
 
 const LIMITS: RegisterLimits = RegisterLimits {
     max_devices_per_identity: 3,
@@ -156,6 +156,56 @@ pub async fn concurrent_fetches_never_share_a_key(be: Arc<dyn KeyBackend>) {
     assert_eq!(got.iter().filter(|k| k.is_empty()).count(), 6);
 }
 
+pub async fn binary_ids_never_mix(be: Arc<dyn KeyBackend>) {
+    // Bytes that are special in Redis key names ('}' ends a hash tag) or in our member encoding
+    // (':' and ';'), NUL, and a device id that is a prefix of another.
+    let mut raw = rand::random::<[u8; 32]>();
+    raw[..4].copy_from_slice(b"}{:;");
+    let id = Bytes::from(raw.to_vec());
+    let devs = [
+        Bytes::from_static(b"a"),
+        Bytes::from_static(b"a:"),
+        Bytes::from_static(b"\0;}"),
+        Bytes::from_static(b"ab"),
+    ];
+    for (i, d) in devs.iter().enumerate() {
+        let ks: Vec<Bytes> = (0..=i).map(|k| Bytes::from(format!("{i}-{k}"))).collect();
+        be.register(&id, d, Bytes::from(vec![i as u8; 3]), ks, LIMITS_WIDE)
+            .await
+            .unwrap();
+    }
+    for (i, d) in devs.iter().enumerate() {
+        assert_eq!(
+            be.device_status(&id, d).await.unwrap().one_time_pre_keys,
+            i as u32 + 1,
+            "{d:?}"
+        );
+    }
+    let got = be.request_pre_keys(&id, &[]).await.unwrap();
+    let mut want: Vec<_> = devs.to_vec();
+    want.sort();
+    assert_eq!(got.iter().map(|p| p.device_id.clone()).collect::<Vec<_>>(), want);
+    for p in &got {
+        let i = devs.iter().position(|d| *d == p.device_id).unwrap();
+        assert_eq!(p.signed_pre_key, Bytes::from(vec![i as u8; 3]));
+        assert_eq!(
+            p.one_time_pre_key,
+            Bytes::from(format!("{i}-{i}")),
+            "newest key of {:?}",
+            p.device_id
+        );
+    }
+    // Unregistering "a" leaves "a:" and "ab" (whose hex starts with a's) untouched.
+    assert!(be.unregister(&id, &devs[0]).await.unwrap());
+    assert_eq!(be.device_status(&id, &devs[1]).await.unwrap().one_time_pre_keys, 1);
+    assert_eq!(be.device_status(&id, &devs[3]).await.unwrap().one_time_pre_keys, 3);
+}
+
+const LIMITS_WIDE: RegisterLimits = RegisterLimits {
+    max_devices_per_identity: 8,
+    max_one_time_keys_per_device: 100,
+};
+
 /// Instantiates every case for one backend factory (an async expression yielding
 /// `Arc<dyn KeyBackend>`).
 #[macro_export]
@@ -178,8 +228,113 @@ macro_rules! backend_suite {
             case!(unregister_and_unknown_identity);
             case!(limits_refuse_without_change);
             case!(concurrent_fetches_never_share_a_key);
+            case!(binary_ids_never_mix);
         }
     };
 }
 
 backend_suite!(memory, async { Arc::new(MemoryKeyStore::new()) as Arc<dyn KeyBackend> });
+
+// The same cases on a real 3-master Redis Cluster (TASSIS_TEST_REDIS_URL, or one started for this
+// test process by scripts/redis-cluster.sh).
+backend_suite!(redis, async {
+    Arc::new(RedisKeyStore::new(tassis_redis::testing::connect().await)) as Arc<dyn KeyBackend>
+});
+
+/// Cluster-specific behaviour of the Redis key store.
+mod redis_cluster {
+    use super::*;
+    use tassis_redis::fred::interfaces::{ClientLike, ClusterInterface, LuaInterface};
+    use tassis_redis::fred::types::config::Server;
+    use tassis_redis::fred::types::{ClusterHash, CustomCommand};
+    use tassis_redis::keys;
+
+    /// (master address, slot ranges) from CLUSTER NODES, read from the server rather than from
+    /// the client's routing table so the test checks Redis's own view.
+    async fn masters(redis: &tassis_redis::Redis) -> Vec<(Server, Vec<(u16, u16)>)> {
+        let text: String = redis.pool().cluster_nodes().await.unwrap();
+        let mut out = Vec::new();
+        for line in text.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() < 8 || !f[2].split(',').any(|x| x == "master") {
+                continue;
+            }
+            let addr = f[1].split('@').next().unwrap();
+            let (host, port) = addr.rsplit_once(':').unwrap();
+            let ranges = f[8..]
+                .iter()
+                .filter(|r| !r.starts_with('['))
+                .map(|r| match r.split_once('-') {
+                    Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                    None => (r.parse().unwrap(), r.parse().unwrap()),
+                })
+                .collect();
+            out.push((Server::new(host, port.parse().unwrap()), ranges));
+        }
+        out
+    }
+
+    #[tokio::test]
+    async fn identities_spread_over_every_master() {
+        let redis = tassis_redis::testing::connect().await;
+        let be = RedisKeyStore::new(redis.clone());
+        let masters = masters(&redis).await;
+        assert_eq!(masters.len(), 3, "a 3-master cluster: {masters:?}");
+        let mut per_master = vec![0usize; masters.len()];
+        for _ in 0..60 {
+            let id = ik();
+            be.register(&id, &b("d1"), b("spk"), keys(&["k"]), LIMITS)
+                .await
+                .unwrap();
+            let key = keys::keystore_devices(&id);
+            let slot: u16 = redis.pool().cluster_keyslot(key.as_str()).await.unwrap();
+            assert_eq!(slot, keys::hash_slot(&key), "client and server agree on the slot");
+            assert_eq!(slot, keys::hash_slot(&keys::keystore_one_time_keys(&id)));
+            let owner = masters
+                .iter()
+                .position(|(_, ranges)| ranges.iter().any(|(a, b)| (*a..=*b).contains(&slot)))
+                .expect("every slot has an owner");
+            // The registration really lives on that master.
+            let exists: i64 = redis
+                .pool()
+                .next()
+                .with_cluster_node(&masters[owner].0)
+                .custom(
+                    CustomCommand::new_static("EXISTS", ClusterHash::FirstKey, false),
+                    vec![key],
+                )
+                .await
+                .unwrap();
+            assert_eq!(exists, 1);
+            per_master[owner] += 1;
+        }
+        assert!(
+            per_master.iter().all(|n| *n > 0),
+            "identities per master: {per_master:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn works_after_script_flush() {
+        let redis = tassis_redis::testing::connect().await;
+        let be = RedisKeyStore::new(redis.clone());
+        let id = ik();
+        be.register(&id, &b("d1"), b("spk"), keys(&["a", "b"]), LIMITS)
+            .await
+            .unwrap();
+        // Every node forgets every script (as after a restart or failover): EVALSHA now answers
+        // NOSCRIPT and the backend must fall back to EVAL.
+        redis.pool().script_flush_cluster(false).await.unwrap();
+        assert_eq!(otk_of(&be, &id).await[0].one_time_pre_key, b("b"));
+        redis.pool().script_flush_cluster(false).await.unwrap();
+        let out = be
+            .register(&id, &b("d1"), b("spk"), keys(&["c"]), LIMITS)
+            .await
+            .unwrap();
+        assert_eq!(out.one_time_pre_keys, 2);
+        redis.pool().script_flush_cluster(false).await.unwrap();
+        assert_eq!(be.device_status(&id, &b("d1")).await.unwrap().one_time_pre_keys, 2);
+        redis.pool().script_flush_cluster(false).await.unwrap();
+        assert!(be.unregister(&id, &b("d1")).await.unwrap());
+    }
+}

@@ -2,7 +2,8 @@
 //! to gateways.
 //!
 //! - [`backend`] fixes the queue semantics (enqueue with registration check and retention, read in
-//!   send order, ack, new-message notification); [`memory`] is the embedded implementation.
+//!   send order, ack, new-message notification); [`memory`] is the embedded implementation and
+//!   [`redis`] the Redis Cluster one (streams + sharded pub/sub).
 //! - [`delivery`] serves one gateway's bidirectional delivery stream: it subscribes devices, replays
 //!   their unacked backlog, pushes new messages as notifications announce them, and applies acks.
 //! - [`service`] is the gRPC face; [`registrations`] answers "is this device registered?" for
@@ -14,6 +15,7 @@ pub mod delivery;
 pub mod error;
 pub mod id;
 pub mod memory;
+pub mod redis;
 pub mod registrations;
 pub mod service;
 
@@ -22,5 +24,6 @@ pub use config::MessagingConfig;
 pub use error::MessagingError;
 pub use id::MessageId;
 pub use memory::MemoryQueues;
+pub use redis::RedisQueues;
 pub use registrations::{KeystoreRegistrations, Registrations};
 pub use service::{MessagingService, serve};

@@ -9,8 +9,11 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
+use tassis_keystore::backend::RegisterLimits;
+use tassis_keystore::{KeyBackend, RedisKeyStore};
+use tassis_messaging::RedisQueues;
 use tassis_messaging::backend::Retention;
-use tassis_messaging::{DeviceAddress, MemoryQueues, MessagingError, QueueBackend, Registrations};
+use tassis_messaging::{DeviceAddress, MemoryQueues, MessageId, MessagingError, QueueBackend, Registrations};
 
 /// A backend plus a way to register devices in whatever the backend checks registrations against.
 pub struct Fixture {
@@ -122,6 +125,29 @@ pub async fn concurrent_enqueues_all_kept_with_distinct_ids(f: Fixture) {
     assert_eq!(f.queues.read(&d, None, 100).await.unwrap().len(), 5);
 }
 
+pub async fn read_after_compares_ids_as_numbers(f: Fixture) {
+    let d = device();
+    (f.register)(d.clone()).await;
+    let a = f.queues.enqueue(&d, payload(0)).await.unwrap();
+    let b = f.queues.enqueue(&d, payload(1)).await.unwrap();
+    // "9-999" sorts after every real id as a string, before every one as a number.
+    let all = f.queues.read(&d, Some(MessageId::new(9, 999)), 10).await.unwrap();
+    assert_eq!(all.iter().map(|m| m.id).collect::<Vec<_>>(), vec![a, b]);
+    // Same millisecond, larger sequence ("x-10" < "x-9" as strings).
+    let after_a = f.queues.read(&d, Some(MessageId::new(a.ms, a.seq)), 10).await.unwrap();
+    assert_eq!(after_a.iter().map(|m| m.id).collect::<Vec<_>>(), vec![b]);
+    assert!(f.queues.read(&d, Some(b), 10).await.unwrap().is_empty());
+    assert!(
+        f.queues
+            .read(&d, Some(MessageId::new(u64::MAX, u64::MAX)), 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(f.queues.read(&d, None, 0).await.unwrap().is_empty());
+    assert!(!f.queues.ack(&d, MessageId::new(b.ms, b.seq + 1)).await.unwrap());
+}
+
 /// Instantiates every case for one fixture factory (an async expression yielding a [`Fixture`]).
 #[macro_export]
 macro_rules! backend_suite {
@@ -142,6 +168,7 @@ macro_rules! backend_suite {
             case!(cap_drops_oldest);
             case!(watch_announces_new_messages);
             case!(concurrent_enqueues_all_kept_with_distinct_ids);
+            case!(read_after_compares_ids_as_numbers);
         }
     };
 }
@@ -202,4 +229,238 @@ async fn memory_age_limit_drops_old_messages() {
     assert_eq!(left, vec![payload(1)]);
     now.fetch_add(60_000, Ordering::SeqCst);
     assert_eq!(q.depth(&d).await.unwrap(), 0);
+}
+
+/// Registrations in the keystore's Redis hash, exactly as production writes them: the enqueue
+/// script checks that hash.
+async fn redis_fixture(retention: Retention) -> (Fixture, tassis_redis::Redis, Arc<RedisKeyStore>) {
+    let redis = tassis_redis::testing::connect().await;
+    let keystore = Arc::new(RedisKeyStore::new(redis.clone()));
+    let queues = RedisQueues::new(redis.clone(), retention).await.unwrap();
+    let ks = keystore.clone();
+    let fixture = Fixture {
+        queues: Arc::new(queues),
+        register: Box::new(move |d| {
+            let ks = ks.clone();
+            Box::pin(async move {
+                let limits = RegisterLimits {
+                    max_devices_per_identity: 8,
+                    max_one_time_keys_per_device: 8,
+                };
+                ks.register(
+                    &d.identity_key,
+                    &d.device_id,
+                    Bytes::from_static(b"spk"),
+                    vec![],
+                    limits,
+                )
+                .await
+                .unwrap();
+            })
+        }),
+    };
+    (fixture, redis, keystore)
+}
+
+// The same cases on a real 3-master Redis Cluster (TASSIS_TEST_REDIS_URL, or one started for this
+// test process by scripts/redis-cluster.sh).
+backend_suite!(redis, async { redis_fixture(RETENTION).await.0 });
+
+/// Behaviour specific to the Redis queues.
+mod redis_cluster {
+    use super::*;
+    use tassis_messaging::Watch;
+    use tassis_redis::fred::interfaces::{ClientLike, ClusterInterface, LuaInterface};
+    use tassis_redis::fred::types::config::Server;
+    use tassis_redis::fred::types::{ClusterHash, CustomCommand, Value};
+    use tassis_redis::keys;
+
+    async fn announced(w: &mut Watch) -> bool {
+        tokio::time::timeout(Duration::from_secs(10), w.changed())
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Subscribers of a shard channel, asked on the node owning its slot.
+    async fn shard_subscribers(redis: &tassis_redis::Redis, channel: &str) -> i64 {
+        let cmd = CustomCommand::new_static("PUBSUB", ClusterHash::Custom(keys::hash_slot(channel)), false);
+        let reply: Value = redis.pool().custom(cmd, vec!["SHARDNUMSUB", channel]).await.unwrap();
+        reply.into_array().get(1).and_then(Value::as_i64).unwrap()
+    }
+
+    #[tokio::test]
+    async fn age_limit_drops_old_messages() {
+        let retention = Retention {
+            max_queue_len: 100,
+            max_age: Duration::from_secs(1),
+        };
+        let (f, _, _) = redis_fixture(retention).await;
+        let d = device();
+        (f.register)(d.clone()).await;
+        f.queues.enqueue(&d, payload(0)).await.unwrap();
+        assert_eq!(f.queues.read(&d, None, 10).await.unwrap().len(), 1);
+        // Age is wall-clock time on the server: there is no event to wait for instead.
+        tokio::time::sleep(Duration::from_millis(1500)).await;
+        assert!(
+            f.queues.read(&d, None, 10).await.unwrap().is_empty(),
+            "expired message still read"
+        );
+        assert_eq!(f.queues.depth(&d).await.unwrap(), 0);
+        // A new message trims the old one for good, and is itself kept.
+        let id = f.queues.enqueue(&d, payload(1)).await.unwrap();
+        let left = f.queues.read(&d, None, 10).await.unwrap();
+        assert_eq!(left.iter().map(|m| m.id).collect::<Vec<_>>(), vec![id]);
+    }
+
+    #[tokio::test]
+    async fn unregistered_after_unregister() {
+        let (f, _, keystore) = redis_fixture(RETENTION).await;
+        let d = device();
+        (f.register)(d.clone()).await;
+        f.queues.enqueue(&d, payload(0)).await.unwrap();
+        keystore.unregister(&d.identity_key, &d.device_id).await.unwrap();
+        let e = f.queues.enqueue(&d, payload(1)).await.unwrap_err();
+        assert!(matches!(e, MessagingError::UnknownDevice), "{e:?}");
+        // Queued messages are kept until acked or expired.
+        assert_eq!(f.queues.depth(&d).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn works_after_script_flush() {
+        let (f, redis, _) = redis_fixture(RETENTION).await;
+        let d = device();
+        (f.register)(d.clone()).await;
+        redis.pool().script_flush_cluster(false).await.unwrap();
+        f.queues.enqueue(&d, payload(0)).await.unwrap();
+        redis.pool().script_flush_cluster(false).await.unwrap();
+        assert_eq!(f.queues.depth(&d).await.unwrap(), 1);
+        redis.pool().script_flush_cluster(false).await.unwrap();
+        let e = f.queues.enqueue(&device(), payload(0)).await.unwrap_err();
+        assert!(matches!(e, MessagingError::UnknownDevice), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn one_subscription_per_device_released_by_the_last_watch() {
+        let (f, redis, _) = redis_fixture(RETENTION).await;
+        let d = device();
+        (f.register)(d.clone()).await;
+        let channel = keys::notify_channel(&d.identity_key, &d.device_id);
+        let mut w1 = f.queues.watch(&d).await.unwrap();
+        let mut w2 = f.queues.watch(&d).await.unwrap();
+        assert_eq!(
+            shard_subscribers(&redis, &channel).await,
+            1,
+            "one server subscription for both watches"
+        );
+        f.queues.enqueue(&d, payload(0)).await.unwrap();
+        assert!(announced(&mut w1).await && announced(&mut w2).await);
+        drop(w1);
+        f.queues.enqueue(&d, payload(1)).await.unwrap();
+        assert!(announced(&mut w2).await, "the remaining watch still hears");
+        assert_eq!(shard_subscribers(&redis, &channel).await, 1);
+        drop(w2);
+        // Unsubscribing runs in the background once the last watch is gone.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        while shard_subscribers(&redis, &channel).await != 0 {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "still subscribed after the last watch"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // And watching again subscribes again.
+        let mut w3 = f.queues.watch(&d).await.unwrap();
+        f.queues.enqueue(&d, payload(2)).await.unwrap();
+        assert!(announced(&mut w3).await);
+    }
+
+    #[tokio::test]
+    async fn watchers_are_woken_and_resubscribed_after_a_reconnect() {
+        let redis = tassis_redis::testing::connect().await;
+        let keystore = RedisKeyStore::new(redis.clone());
+        let queues = RedisQueues::new(redis.clone(), RETENTION).await.unwrap();
+        // Devices on (very likely) every master, so every subscriber connection matters.
+        let mut devices = Vec::new();
+        let mut watches = Vec::new();
+        for _ in 0..12 {
+            let d = device();
+            let limits = RegisterLimits {
+                max_devices_per_identity: 8,
+                max_one_time_keys_per_device: 8,
+            };
+            keystore
+                .register(
+                    &d.identity_key,
+                    &d.device_id,
+                    Bytes::from_static(b"spk"),
+                    vec![],
+                    limits,
+                )
+                .await
+                .unwrap();
+            watches.push(queues.watch(&d).await.unwrap());
+            devices.push(d);
+        }
+        // Kill the subscriber's connections on every master, as a network blip or a node restart
+        // would.
+        let name = queues.subscriber_name();
+        let nodes: String = redis.pool().cluster_nodes().await.unwrap();
+        let mut killed = 0;
+        for line in nodes.lines().filter(|l| l.contains("master")) {
+            let addr = line.split_whitespace().nth(1).unwrap().split('@').next().unwrap();
+            let (host, port) = addr.rsplit_once(':').unwrap();
+            let node = redis
+                .pool()
+                .next()
+                .with_cluster_node(Server::new(host, port.parse().unwrap()));
+            let list: String = node
+                .custom(
+                    CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+                    vec!["LIST"],
+                )
+                .await
+                .unwrap();
+            for client in list
+                .lines()
+                .filter(|l| l.split(' ').any(|f| f == format!("name={name}")))
+            {
+                let id = client
+                    .split(' ')
+                    .find_map(|f| f.strip_prefix("id="))
+                    .unwrap()
+                    .to_string();
+                let n: i64 = node
+                    .custom(
+                        CustomCommand::new_static("CLIENT", ClusterHash::Random, false),
+                        vec!["KILL", "ID", &id],
+                    )
+                    .await
+                    .unwrap();
+                killed += n;
+            }
+        }
+        assert!(killed > 0, "found no subscriber connection named {name}");
+        // Every watcher is woken (a notification may have been lost while disconnected)...
+        for w in &mut watches {
+            assert!(announced(w).await, "watch not woken after the reconnect");
+        }
+        // ...and every subscription is back on the server (asked on each channel's node: a
+        // notification alone could be a left-over wake-up from the reconnect)...
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        for d in &devices {
+            let channel = keys::notify_channel(&d.identity_key, &d.device_id);
+            while shard_subscribers(&redis, &channel).await != 1 {
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "{channel} not re-subscribed after the reconnect"
+                );
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        // ...so new messages are announced again.
+        for (d, w) in devices.iter().zip(&mut watches) {
+            queues.enqueue(d, payload(0)).await.unwrap();
+            assert!(announced(w).await, "no notification after the reconnect");
+        }
+    }
 }

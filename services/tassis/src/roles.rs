@@ -8,11 +8,15 @@ use anyhow::{Context, Result};
 use tassis_attachments::{AttachmentsConfig, AttachmentsService, NoObjectStore};
 use tassis_gateway::GatewayConfig;
 use tassis_gateway::upstream::UpstreamArgs;
-use tassis_keystore::{KeystoreConfig, KeystoreService, MemoryKeyStore};
+use tassis_keystore::redis::RedisKeyStore;
+use tassis_keystore::{KeyBackend, KeystoreConfig, KeystoreService, MemoryKeyStore};
+use tassis_messaging::QueueBackend;
 use tassis_messaging::backend::DeviceAddress;
+use tassis_messaging::redis::RedisQueues;
 use tassis_messaging::{
     KeystoreRegistrations, MemoryQueues, MessagingConfig, MessagingError, MessagingService, Registrations,
 };
+use tassis_redis::RedisArgs;
 use tassis_runtime::config::CommonArgs;
 use tassis_runtime::{AdminServer, Health, Shutdown};
 
@@ -30,6 +34,8 @@ pub enum Role {
         messaging: MessagingConfig,
         #[command(flatten)]
         attachments: AttachmentsConfig,
+        #[command(flatten)]
+        redis: RedisArgs,
     },
     /// The WebSocket gateway.
     Gateway {
@@ -46,6 +52,8 @@ pub enum Role {
         common: CommonArgs,
         #[command(flatten)]
         keystore: KeystoreConfig,
+        #[command(flatten)]
+        redis: RedisArgs,
     },
     /// The messaging gRPC service.
     Messaging {
@@ -53,7 +61,10 @@ pub enum Role {
         common: CommonArgs,
         #[command(flatten)]
         messaging: MessagingConfig,
-        /// Keystore gRPC endpoint, asked whether recipients are registered (embedded backend).
+        #[command(flatten)]
+        redis: RedisArgs,
+        /// Keystore gRPC endpoint, asked whether recipients are registered (embedded backend
+        /// only: with Redis the check is part of the enqueue script).
         #[arg(long, env = "TASSIS_KEYSTORE", default_value = "http://127.0.0.1:50051")]
         keystore: String,
     },
@@ -85,7 +96,8 @@ impl Role {
                 keystore,
                 messaging,
                 attachments,
-            } => standalone(common, gateway, keystore, messaging, attachments).await,
+                redis,
+            } => standalone(common, gateway, keystore, messaging, attachments, redis).await,
             Role::Gateway {
                 common,
                 gateway,
@@ -107,11 +119,21 @@ impl Role {
                 .await?;
                 Ok(())
             }
-            Role::Keystore { common, keystore } => {
+            Role::Keystore {
+                common,
+                keystore,
+                redis,
+            } => {
                 keystore.validate()?;
+                redis.validate()?;
                 let p = Process::start(&common, "keystore").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
-                let svc = KeystoreService::new(Arc::new(MemoryKeyStore::new()), keystore);
+                let backend: Arc<dyn KeyBackend> = if redis.is_configured() {
+                    Arc::new(RedisKeyStore::new(tassis_redis::connect(&redis).await?))
+                } else {
+                    Arc::new(MemoryKeyStore::new())
+                };
+                let svc = KeystoreService::new(backend, keystore);
                 p.ready_when_serving(listener.local_addr()?);
                 p.health.set_ready(true);
                 tassis_keystore::serve(svc, listener, p.shutdown.clone()).await?;
@@ -120,15 +142,22 @@ impl Role {
             Role::Messaging {
                 common,
                 messaging,
+                redis,
                 keystore,
             } => {
                 messaging.validate()?;
+                redis.validate()?;
                 let p = Process::start(&common, "messaging").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
-                let regs = Arc::new(KeystoreRegistrations::new(tassis_gateway::upstream::channel(
-                    &keystore,
-                )?));
-                let queues = Arc::new(MemoryQueues::new(regs, messaging.retention()));
+                let queues: Arc<dyn QueueBackend> = if redis.is_configured() {
+                    Arc::new(RedisQueues::new(tassis_redis::connect(&redis).await?, messaging.retention()).await?)
+                } else {
+                    let ks = tassis_gateway::upstream::channel(&keystore)?;
+                    Arc::new(MemoryQueues::new(
+                        Arc::new(KeystoreRegistrations::new(ks)),
+                        messaging.retention(),
+                    ))
+                };
                 let svc = MessagingService::new(queues, messaging);
                 p.ready_when_serving(listener.local_addr()?);
                 p.health.set_ready(true);
@@ -216,28 +245,36 @@ async fn standalone(
     keystore: KeystoreConfig,
     messaging: MessagingConfig,
     attachments: AttachmentsConfig,
+    redis: RedisArgs,
 ) -> Result<()> {
     gateway.validate()?;
     keystore.validate()?;
     messaging.validate()?;
     attachments.validate()?;
+    redis.validate()?;
     let p = Process::start(&common, "standalone").await?;
     let local = "127.0.0.1:0".parse::<SocketAddr>().expect("literal");
 
+    let (keys, queues): (Arc<dyn KeyBackend>, Arc<dyn QueueBackend>) = if redis.is_configured() {
+        let r = tassis_redis::connect(&redis).await?;
+        (
+            Arc::new(RedisKeyStore::new(r.clone())),
+            Arc::new(RedisQueues::new(r, messaging.retention()).await?),
+        )
+    } else {
+        let keys = Arc::new(MemoryKeyStore::new());
+        let regs = Arc::new(InProcessRegistrations(keys.clone()));
+        (keys, Arc::new(MemoryQueues::new(regs, messaging.retention())))
+    };
+
     // The internal services stop only after the gateway has drained its clients.
     let internal = Shutdown::new();
-    let keys = Arc::new(MemoryKeyStore::new());
     let ks_listener = tassis_runtime::bind(local).await?;
     let ks_addr = ks_listener.local_addr()?;
     let ks = tokio::spawn(tassis_keystore::serve(
-        KeystoreService::new(keys.clone(), keystore),
+        KeystoreService::new(keys, keystore),
         ks_listener,
-        p.shutdown.clone(),
-    ));
-
-    let queues = Arc::new(MemoryQueues::new(
-        Arc::new(InProcessRegistrations(keys)),
-        messaging.retention(),
+        internal.clone(),
     ));
     let msg_listener = tassis_runtime::bind(local).await?;
     let msg_addr = msg_listener.local_addr()?;
@@ -246,7 +283,6 @@ async fn standalone(
         msg_listener,
         internal.clone(),
     ));
-
     let at_listener = tassis_runtime::bind(local).await?;
     let at_addr = at_listener.local_addr()?;
     let at = tokio::spawn(tassis_attachments::serve(
@@ -258,6 +294,8 @@ async fn standalone(
     let upstream = UpstreamArgs {
         keystore: format!("http://{ks_addr}"),
         messaging: vec![format!("http://{msg_addr}")],
+        messaging_service: None,
+        messaging_port_name: "grpc".into(),
         attachments: format!("http://{at_addr}"),
     };
     let listener = tassis_runtime::bind(common.listen).await?;

@@ -81,7 +81,11 @@ type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<t
 /// Next binary frame as top-level fields, skipping pings.
 async fn next(ws: &mut Ws) -> Vec<(u64, Vec<u8>, u64)> {
     loop {
-        let m = tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(10), ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         if let WsMessage::Binary(b) = m {
             return fields(&b);
         }
@@ -152,7 +156,9 @@ async fn hand_encoded_client_round_trip() {
     }
 
     // Anonymous connection: RequestPreKeys (9) -> PreKeys (10).
-    let (mut anon, _) = tokio_tungstenite::connect_async(format!("ws://{}/api", s.listen)).await.unwrap();
+    let (mut anon, _) = tokio_tungstenite::connect_async(format!("ws://{}/api", s.listen))
+        .await
+        .unwrap();
     next(&mut anon).await;
     next(&mut anon).await;
     let mut rpk = Vec::new();

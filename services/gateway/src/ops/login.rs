@@ -3,9 +3,9 @@
 
 use tassis_proto::tassis::{Ack, AuthResponse, message::Payload};
 
-use crate::GatewayError;
 use crate::auth::verify_login;
 use crate::session::{Flow, LoggedIn, Session};
+use crate::{ErrorName, GatewayError};
 
 pub async fn handle(s: &mut Session, seq: u32, a: AuthResponse) -> Result<Flow, GatewayError> {
     let address = match verify_login(&a.login, &a.signature, &s.nonce, s.ctx.schemes) {
@@ -16,10 +16,16 @@ pub async fn handle(s: &mut Session, seq: u32, a: AuthResponse) -> Result<Flow, 
             return Err(GatewayError::unauthorized(e.to_string()));
         }
     };
+    // Deliveries wait in the subscription's channel until this handler returns, so the Ack
+    // below still precedes every delivery.
+    let Some(subscription) = s.ctx.replicas.hub().subscribe(address.clone()) else {
+        return Err(GatewayError::new(
+            ErrorName::Unavailable,
+            "no messaging replica is available, retry later",
+        ));
+    };
     s.ctx.metrics.logins.with_label_values(&["ok"]).inc();
-    // The Ack is queued before the subscription exists, so it precedes every delivery.
     let flow = super::reply(s, seq, Payload::Ack(Ack {})).await?;
-    let subscription = s.ctx.hub.subscribe(address.clone());
     s.login = Some(LoggedIn {
         address,
         subscription,

@@ -1,0 +1,67 @@
+//! Lua scripts run by hash. Every keystore and messaging operation is one script, so that it is
+//! atomic and one round trip; sending only the SHA1 (EVALSHA) keeps requests small. A node that
+//! does not have the script cached (restarted, failed over, SCRIPT FLUSH, a new node) answers
+//! NOSCRIPT; the script is then sent whole with EVAL, which also caches it on that node for the
+//! next call. The hash is computed locally, so start-up needs no SCRIPT LOAD on every node.
+
+use fred::interfaces::LuaInterface;
+use fred::types::{FromValue, Key, Value};
+
+use crate::RedisError;
+
+/// A Lua script and its SHA1.
+#[derive(Clone, Debug)]
+pub struct Script {
+    /// The Lua source, sent only when a node answers NOSCRIPT.
+    source: String,
+    /// Hex SHA1 of `source`, what EVALSHA names.
+    sha1: String,
+}
+
+impl Script {
+    pub fn new(source: impl Into<String>) -> Self {
+        let source = source.into();
+        let sha1 = fred::util::sha1_hash(&source);
+        Self { source, sha1 }
+    }
+
+    /// The hex SHA1 the script runs under.
+    pub fn sha1(&self) -> &str {
+        &self.sha1
+    }
+
+    /// Runs the script on the node owning `keys` (which must all share one slot): EVALSHA, and
+    /// EVAL when the node does not know the hash.
+    pub async fn run<R, C>(&self, client: &C, keys: Vec<Key>, args: Vec<Value>) -> Result<R, RedisError>
+    where
+        R: FromValue,
+        C: LuaInterface + Send + Sync,
+    {
+        match client
+            .evalsha::<R, _, _, _>(self.sha1.as_str(), keys.clone(), args.clone())
+            .await
+        {
+            Err(e) if is_noscript(&e) => {
+                tracing::debug!(sha1 = %self.sha1, "script not cached on the node; sending it with EVAL");
+                Ok(client.eval(self.source.as_str(), keys, args).await?)
+            }
+            other => Ok(other?),
+        }
+    }
+}
+
+fn is_noscript(e: &fred::error::Error) -> bool {
+    e.details().starts_with("NOSCRIPT")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn sha1_is_computed_locally() {
+        // SHA1("return 1"), as SCRIPT LOAD would report it.
+        assert_eq!(
+            super::Script::new("return 1").sha1(),
+            "e0e1f9fabfc9d4800c877a703b823ac0578ff8db"
+        );
+    }
+}
