@@ -24,6 +24,12 @@
 //! layout changes, which can move a channel's slot), every subscribed channel is SSUBSCRIBEd again
 //! and *then* every watcher is bumped, so delivery tasks re-read anything announced while the
 //! subscription was down.
+//!
+//! A slot migration silently moves channels: the old owner drops their subscribers (its
+//! SUNSUBSCRIBE push is swallowed by fred) and the subscriber client issues no command that would
+//! reveal a MOVED. So the subscriber re-reads the cluster layout every
+//! [`CLUSTER_CHECK_INTERVAL`]; a changed layout triggers the resubscribe-and-wake above.
+//! Notifications published in between are caught by that wake-up: late, never lost.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
@@ -282,6 +288,9 @@ struct Channel {
     op: Arc<tokio::sync::Mutex<()>>,
 }
 
+/// How often the subscriber re-reads the cluster layout to notice migrated slots.
+pub const CLUSTER_CHECK_INTERVAL: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Channels re-subscribed at once after a reconnect.
 const RESUBSCRIBE_CONCURRENCY: usize = 64;
 
@@ -333,6 +342,21 @@ impl Notifier {
                 shared.bump_all();
             }
         }));
+        // Slot migrations -> a cluster change event (handled above).
+        if shared.client.is_clustered() {
+            let s = Arc::downgrade(&shared);
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(CLUSTER_CHECK_INTERVAL);
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    tick.tick().await;
+                    let Some(shared) = s.upgrade() else { return };
+                    if let Err(e) = tassis_redis::fred::interfaces::ClusterInterface::sync_cluster(&shared.client).await {
+                        tracing::debug!(error = %e, "re-reading the cluster layout failed");
+                    }
+                }
+            }));
+        }
         Self { shared, tasks }
     }
 

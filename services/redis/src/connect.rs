@@ -43,8 +43,9 @@ pub async fn connect(args: &RedisArgs) -> Result<Redis, RedisError> {
     let target = args.target()?;
     let builder = builder(&target, args)?;
     let pool = builder.build_pool(args.redis_pool_size)?;
-    match tokio::time::timeout(args.redis_connect_timeout, pool.init()).await {
-        Ok(Ok(_driver)) => {}
+    let handles = pool.connect_pool();
+    match tokio::time::timeout(args.redis_connect_timeout, pool.wait_for_connect()).await {
+        Ok(Ok(())) => {}
         Ok(Err(e)) => {
             abandon(&pool);
             return Err(e.into());
@@ -53,6 +54,9 @@ pub async fn connect(args: &RedisArgs) -> Result<Redis, RedisError> {
             abandon(&pool);
             return Err(RedisError::ConnectTimeout(args.redis_connect_timeout));
         }
+    }
+    for (client, handle) in pool.clients().iter().zip(handles) {
+        tokio::spawn(supervise(client.clone(), handle));
     }
     let redis = Redis {
         pool,
@@ -79,6 +83,26 @@ pub async fn connect(args: &RedisArgs) -> Result<Redis, RedisError> {
         "connected to Redis"
     );
     Ok(redis)
+}
+
+/// Keeps one pooled client's connection task alive. fred ends a client's routing task on some
+/// routing errors (for example when an ASK redirection during a slot migration runs out of
+/// attempts), which would leave that client dead for good: every later command on it would
+/// wait for its timeout. A task that ends with an error is restarted after a short pause; one
+/// that ends cleanly (QUIT, shutdown) is left ended.
+async fn supervise(client: fred::clients::Client, mut handle: fred::types::ConnectHandle) {
+    use fred::interfaces::ClientLike;
+    let mut pause = std::time::Duration::from_millis(50);
+    loop {
+        match handle.await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => tracing::warn!(client = %client.id(), error = %e, "Redis connection task ended; restarting it"),
+            Err(e) => tracing::warn!(client = %client.id(), error = %e, "Redis connection task failed; restarting it"),
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(std::time::Duration::from_secs(2));
+        handle = client.connect();
+    }
 }
 
 /// Closes a pool that start-up gave up on, so its reconnect loop stops.
@@ -137,6 +161,10 @@ fn builder(target: &RedisTarget, args: &RedisArgs) -> Result<Builder, RedisError
         // Names connections (CLIENT SETNAME) after the fred client id, so operators can tell
         // them apart in CLIENT LIST.
         auto_client_setname: true,
+        // Room for MOVED/ASK redirections and reconnects while slots migrate or masters fail
+        // over; the command timeout still bounds the total time.
+        max_command_attempts: 10,
+        max_redirections: 10,
         ..ConnectionConfig::default()
     });
     b.set_performance_config(PerformanceConfig {

@@ -32,7 +32,30 @@ impl Script {
 
     /// Runs the script on the node owning `keys` (which must all share one slot): EVALSHA, and
     /// EVAL when the node does not know the hash.
+    ///
+    /// While a slot migrates, a node holding only some of the script's keys answers TRYAGAIN;
+    /// the script is retried with a short backoff (bounded by [`TRYAGAIN_BUDGET`]) until the
+    /// migration of those keys completes.
     pub async fn run<R, C>(&self, client: &C, keys: Vec<Key>, args: Vec<Value>) -> Result<R, RedisError>
+    where
+        R: FromValue,
+        C: LuaInterface + Send + Sync,
+    {
+        let deadline = tokio::time::Instant::now() + TRYAGAIN_BUDGET;
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            match self.run_once(client, keys.clone(), args.clone()).await {
+                Err(RedisError::Redis(e)) if is_tryagain(&e) && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(sha1 = %self.sha1, "TRYAGAIN during slot migration; retrying");
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn run_once<R, C>(&self, client: &C, keys: Vec<Key>, args: Vec<Value>) -> Result<R, RedisError>
     where
         R: FromValue,
         C: LuaInterface + Send + Sync,
@@ -48,6 +71,13 @@ impl Script {
             other => Ok(other?),
         }
     }
+}
+
+/// How long a script keeps retrying TRYAGAIN answers before the error is returned.
+pub const TRYAGAIN_BUDGET: std::time::Duration = std::time::Duration::from_secs(3);
+
+fn is_tryagain(e: &fred::error::Error) -> bool {
+    e.details().contains("TRYAGAIN")
 }
 
 fn is_noscript(e: &fred::error::Error) -> bool {

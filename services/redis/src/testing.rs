@@ -54,14 +54,25 @@ fn find_or_start() -> Result<String, String> {
     {
         return Ok(url.trim().to_string());
     }
-    start()
+    start(&[])
 }
 
-fn start() -> Result<String, String> {
+/// A fresh cluster for this test process alone (for tests that change the cluster itself:
+/// migrate slots, kill nodes), started with extra `redis-cluster.sh start` flags such as
+/// `--replicas 1`, and stopped once the process exits.
+pub fn own_cluster(args: &[&str]) -> String {
+    match start(args) {
+        Ok(url) => url,
+        Err(e) => panic!("{e}"),
+    }
+}
+
+fn start(args: &[&str]) -> Result<String, String> {
     let script = script();
     let out = Command::new("bash")
         .arg(&script)
         .arg("start")
+        .args(args)
         .stdin(Stdio::null())
         .output()
         .map_err(|e| format!("cannot run {}: {e}", script.display()))?;

@@ -1,0 +1,361 @@
+//! The production shape on a real 3-master Redis Cluster: keystore, two messaging replicas,
+//! attachments and two gateways as separate processes serving the same clients; replicas and
+//! gateways killed mid-stream; a hash slot migrated under live traffic.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::*;
+use tassis_client::proto::Address;
+use tassis_client::{Connection, Identity};
+use tassis_e2e::Process;
+use tokio::sync::Mutex;
+
+/// Every role as its own process, on the test Redis Cluster.
+struct Deployment {
+    _keystore: Process,
+    messaging: Vec<Process>,
+    _attachments: Process,
+    gateways: Vec<Process>,
+}
+
+impl Deployment {
+    fn start(messaging: usize, gateways: usize) -> Deployment {
+        Self::start_on(&tassis_redis::testing::cluster_url(), messaging, gateways)
+    }
+
+    fn start_on(redis: &str, messaging: usize, gateways: usize) -> Deployment {
+        let redis = redis.to_string();
+        let ks = Process::start(BIN, "keystore", &["--redis-url", &redis]);
+        let ms: Vec<Process> = (0..messaging)
+            .map(|_| Process::start(BIN, "messaging", &["--redis-url", &redis]))
+            .collect();
+        let at = Process::start(BIN, "attachments", &[]);
+        let ms_urls = ms.iter().map(|m| m.grpc_url()).collect::<Vec<_>>().join(",");
+        let gws = (0..gateways)
+            .map(|_| {
+                Process::start(
+                    BIN,
+                    "gateway",
+                    &[
+                        "--keystore",
+                        &ks.grpc_url(),
+                        "--messaging",
+                        &ms_urls,
+                        "--attachments",
+                        &at.grpc_url(),
+                        "--upstream-timeout",
+                        "3s",
+                    ],
+                )
+            })
+            .collect();
+        Deployment {
+            _keystore: ks,
+            messaging: ms,
+            _attachments: at,
+            gateways: gws,
+        }
+    }
+
+    fn url(&self, gateway: usize) -> String {
+        self.gateways[gateway].ws_url()
+    }
+}
+
+/// Sends `payload` to `to` through `url`, retrying until the server acks it (a send the server did
+/// not ack may be retried by a client; that is what the at-least-once contract allows).
+async fn send_acked(conn: &mut Option<Connection>, url: &str, to: &Address, payload: Vec<u8>) {
+    for attempt in 0..200 {
+        if conn.as_ref().is_none_or(|c| c.is_closed()) {
+            *conn = Connection::connect(url).await.ok();
+        }
+        if let Some(c) = conn.as_ref() {
+            match c.send(to.clone(), payload.clone()).await {
+                Ok(()) => return,
+                Err(e) if attempt > 150 => panic!("send never acked: {e}"),
+                Err(_) => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("send never acked");
+}
+
+/// Receives (acking each) until every payload in `want` was seen; returns how many duplicates came.
+/// Payloads outside `want` are allowed only if `may` holds them (a send that failed on the client's
+/// side may still have been stored).
+async fn receive_all(c: &Connection, want: &BTreeSet<Vec<u8>>, may: &dyn Fn(&[u8]) -> bool) -> usize {
+    let mut seen = BTreeSet::new();
+    let mut dups = 0;
+    while !want.is_subset(&seen) {
+        let (seq, p) = recv(c).await;
+        c.ack(seq).await.unwrap();
+        assert!(want.contains(p.as_ref()) || may(&p), "unexpected payload {p:?}");
+        if !seen.insert(p.to_vec()) {
+            dups += 1;
+        }
+    }
+    dups
+}
+
+/// Payloads a test's senders produce: anything starting with `prefix`.
+fn prefixed(prefix: &'static str) -> impl Fn(&[u8]) -> bool {
+    move |p: &[u8]| p.starts_with(prefix.as_bytes())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn any_gateway_any_replica_reaches_the_device() {
+    let d = Deployment::start(2, 2);
+    // Ten devices, half on each gateway: rendezvous hashing spreads them over both replicas.
+    let mut devices = Vec::new();
+    for i in 0..10 {
+        let dev = registered(&d.url(i % 2), Identity::generate_ed25519(), b"phone", 2).await;
+        devices.push(dev);
+    }
+    let senders = [anon(&d.url(0)).await, anon(&d.url(1)).await];
+    for (i, dev) in devices.iter().enumerate() {
+        for (g, s) in senders.iter().enumerate() {
+            s.send(dev.address(), format!("to {i} via {g}").into_bytes())
+                .await
+                .unwrap();
+        }
+        // Prekeys through the other gateway see the registration made through this one.
+        let pk = senders[(i + 1) % 2]
+            .request_pre_keys(dev.identity.public_key().to_vec(), vec![])
+            .await
+            .unwrap();
+        assert_eq!(pk.len(), 1);
+    }
+    for (i, dev) in devices.iter().enumerate() {
+        let want: BTreeSet<Vec<u8>> = (0..2).map(|g| format!("to {i} via {g}").into_bytes()).collect();
+        assert_eq!(receive_all(&dev.conn, &want, &|_| false).await, 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messaging_replica_killed_mid_stream_loses_nothing() {
+    let mut d = Deployment::start(2, 2);
+    let n_devices = 8;
+    let mut devices = Vec::new();
+    for _ in 0..n_devices {
+        devices.push(registered(&d.url(0), Identity::generate_ed25519(), b"d", 0).await);
+    }
+    let addrs: Vec<Address> = devices.iter().map(|x| x.address()).collect();
+    let acked: Arc<Mutex<BTreeMap<usize, BTreeSet<Vec<u8>>>>> = Default::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    // A steady sender through the other gateway.
+    let sender = {
+        let url = d.url(1);
+        let acked = acked.clone();
+        let stop = stop.clone();
+        let addrs = addrs.clone();
+        tokio::spawn(async move {
+            let mut conn = None;
+            let mut k = 0usize;
+            while !stop.load(Ordering::SeqCst) {
+                let i = k % addrs.len();
+                let p = format!("msg {k}").into_bytes();
+                send_acked(&mut conn, &url, &addrs[i], p.clone()).await;
+                acked.lock().await.entry(i).or_default().insert(p);
+                k += 1;
+            }
+            k
+        })
+    };
+    // Receivers keep their connections; wait until traffic flows, then kill a replica.
+    let (seq, _) = recv(&devices[0].conn).await;
+    devices[0].conn.ack(seq).await.unwrap();
+    d.messaging[0].kill();
+    // Keep sending for a while after the kill, then stop.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    stop.store(true, Ordering::SeqCst);
+    let sent = sender.await.unwrap();
+    assert!(sent > 20, "traffic flowed: {sent}");
+    let acked = acked.lock().await.clone();
+    let mut dups = 0;
+    for (i, dev) in devices.iter().enumerate() {
+        let mut want = acked.get(&i).cloned().unwrap_or_default();
+        if i == 0 {
+            // The first message of device 0 was received (and acked) before the kill.
+            want.remove(b"msg 0".as_slice());
+        }
+        dups += receive_all(&dev.conn, &want, &prefixed("msg ")).await;
+    }
+    println!("sent {sent} messages, {dups} duplicates after the replica kill");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateway_killed_client_reconnects_to_the_other() {
+    let mut d = Deployment::start(2, 2);
+    let id = Identity::generate_curve25519();
+    let dev = registered(&d.url(0), id.clone(), b"d", 0).await;
+    let a = anon(&d.url(1)).await;
+    for i in 0..10 {
+        a.send(dev.address(), format!("m{i}").into_bytes()).await.unwrap();
+    }
+    // Received on gateway 0 but acked only partly.
+    for i in 0..10 {
+        let (seq, p) = recv(&dev.conn).await;
+        assert_eq!(p, format!("m{i}").into_bytes());
+        if i < 3 {
+            dev.conn.ack(seq).await.unwrap();
+        }
+    }
+    let _ = dev.conn.request_upload_authorizations(0).await; // the acks are through
+    d.gateways[0].kill();
+    // The client notices its connection is gone and logs in through the other gateway.
+    let c = login(&d.url(1), &id, b"d").await;
+    for i in 3..10 {
+        let (seq, p) = recv(&c).await;
+        assert_eq!(p, format!("m{i}").into_bytes(), "every unacked message, in order");
+        c.ack(seq).await.unwrap();
+    }
+    a.send(dev.address(), b"after".to_vec()).await.unwrap();
+    assert_eq!(recv(&c).await.1.as_ref(), b"after");
+}
+
+/// `redis-cli` against one node.
+fn cli(port: u16, args: &[&str]) -> String {
+    let out = Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// (node id, port, is master, slots) of every node.
+fn nodes(port: u16) -> Vec<(String, u16, bool, String)> {
+    cli(port, &["cluster", "nodes"])
+        .lines()
+        .map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let p: u16 = f[1].split(['@', ':']).nth(1).unwrap().parse().unwrap();
+            (f[0].to_string(), p, f[2].contains("master"), f[8..].join(" "))
+        })
+        .collect()
+}
+
+fn owner(port: u16, slot: u16) -> (String, u16) {
+    for (id, p, master, slots) in nodes(port) {
+        if !master {
+            continue;
+        }
+        for r in slots.split_whitespace() {
+            if r.starts_with('[') {
+                continue;
+            }
+            let (a, b) = r.split_once('-').unwrap_or((r, r));
+            if (a.parse::<u16>().unwrap()..=b.parse::<u16>().unwrap()).contains(&slot) {
+                return (id, p);
+            }
+        }
+    }
+    panic!("no owner for slot {slot}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slot_migration_under_live_traffic() {
+    // This test moves a slot: it gets a cluster of its own.
+    let redis = tassis_redis::testing::own_cluster(&[]);
+    let d = Deployment::start_on(&redis, 1, 1);
+    let url = d.url(0);
+    let id = Identity::generate_ed25519();
+    let dev = registered(&url, id.clone(), b"d", 50).await;
+    let seed: u16 = redis
+        .trim_start_matches("redis-cluster://")
+        .split(',')
+        .next()
+        .unwrap()
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let tag = format!("{{{}}}", hex::encode(id.public_key()));
+    let slot: u16 = cli(seed, &["cluster", "keyslot", &tag]).parse().unwrap();
+    let (src_id, src_port) = owner(seed, slot);
+    let (dst_id, dst_port, _, _) = nodes(seed).into_iter().find(|n| n.2 && n.0 != src_id).unwrap();
+
+    let addr = dev.address();
+    let stop = Arc::new(AtomicBool::new(false));
+    let traffic = {
+        let url = url.clone();
+        let stop = stop.clone();
+        let ik = Bytes::copy_from_slice(&id.public_key());
+        tokio::spawn(async move {
+            let mut conn = None;
+            let mut acked = BTreeSet::new();
+            let a = anon(&url).await;
+            let mut k = 0;
+            while !stop.load(Ordering::SeqCst) || k < 20 {
+                let p = format!("live {k}").into_bytes();
+                send_acked(&mut conn, &url, &addr, p.clone()).await;
+                acked.insert(p);
+                // Prekey fetches and registration checks run on the migrating slot too.
+                a.request_pre_keys(ik.clone(), vec![]).await.unwrap();
+                k += 1;
+            }
+            acked
+        })
+    };
+    // Migrate the slot key by key, as `redis-cli --cluster reshard` does.
+    assert_eq!(
+        cli(
+            dst_port,
+            &["cluster", "setslot", &slot.to_string(), "importing", &src_id]
+        ),
+        "OK"
+    );
+    assert_eq!(
+        cli(
+            src_port,
+            &["cluster", "setslot", &slot.to_string(), "migrating", &dst_id]
+        ),
+        "OK"
+    );
+    loop {
+        let keys = cli(src_port, &["cluster", "getkeysinslot", &slot.to_string(), "100"]);
+        let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+        if keys.is_empty() {
+            break;
+        }
+        for k in keys {
+            let r = cli(
+                src_port,
+                &["migrate", "127.0.0.1", &dst_port.to_string(), k, "0", "5000"],
+            );
+            assert!(r == "OK" || r == "NOKEY", "MIGRATE {k}: {r}");
+            tokio::time::sleep(Duration::from_millis(20)).await; // let traffic interleave with the migration
+        }
+    }
+    for (_, p, master, _) in nodes(seed) {
+        if master {
+            cli(p, &["cluster", "setslot", &slot.to_string(), "node", &dst_id]);
+        }
+    }
+    assert_eq!(owner(seed, slot).0, dst_id);
+    stop.store(true, Ordering::SeqCst);
+    let acked = match tokio::time::timeout(Duration::from_secs(60), traffic).await {
+        Ok(r) => r.unwrap(),
+        Err(_) => panic!(
+            "traffic stalled after the migration\nmessaging:\n{}\nkeystore:\n{}\ngateway:\n{}",
+            d.messaging[0].output(),
+            d._keystore.output(),
+            d.gateways[0].output()
+        ),
+    };
+    assert!(acked.len() >= 20);
+    let dups = receive_all(&dev.conn, &acked, &prefixed("live ")).await;
+    println!(
+        "{} messages across the migration of slot {slot}, {dups} duplicates",
+        acked.len()
+    );
+}
