@@ -22,6 +22,9 @@ pub struct MessagingService {
     backend: Arc<dyn QueueBackend>,
     /// Limits and tuning.
     config: Arc<MessagingConfig>,
+    /// Ends every delivery stream when the service drains, so gateways move their subscriptions
+    /// to other replicas and the gRPC server can finish.
+    stop: Shutdown,
 }
 
 impl MessagingService {
@@ -29,6 +32,7 @@ impl MessagingService {
         Self {
             backend,
             config: Arc::new(config),
+            stop: Shutdown::new(),
         }
     }
 
@@ -68,6 +72,7 @@ impl Messaging for MessagingService {
     async fn deliver(&self, req: Request<Streaming<GatewayEvent>>) -> Result<Response<Self::DeliverStream>, Status> {
         let inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
+        let inbound = futures::StreamExt::take_until(inbound, Box::pin(self.stop.wait_owned()));
         tokio::spawn(run_stream(self.backend.clone(), self.config.clone(), inbound, tx));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
@@ -79,6 +84,8 @@ pub async fn serve(
     listener: tokio::net::TcpListener,
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
+    let mut service = service;
+    service.stop = shutdown.clone();
     tonic::transport::Server::builder()
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))

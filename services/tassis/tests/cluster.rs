@@ -359,3 +359,68 @@ async fn slot_migration_under_live_traffic() {
         acked.len()
     );
 }
+
+async fn expect_close_code(c: &Connection, code: u16) {
+    loop {
+        match event(c).await {
+            tassis_client::ServerEvent::Closed { code: got, .. } => {
+                assert_eq!(got, Some(code));
+                return;
+            }
+            _ => continue,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_and_a_restart_loses_nothing() {
+    let redis = tassis_redis::testing::cluster_url();
+    let mut s = Process::start(BIN, "standalone", &["--redis-url", &redis]);
+    let id = Identity::generate_ed25519();
+    let d = registered(&s.ws_url(), id.clone(), b"d", 0).await;
+    let a = anon(&s.ws_url()).await;
+    for i in 0..30 {
+        a.send(d.address(), format!("m{i}").into_bytes()).await.unwrap();
+    }
+    // Some are pushed to the device, none acked.
+    recv(&d.conn).await;
+    s.terminate();
+    expect_close_code(&d.conn, 1001).await;
+    expect_close_code(&a, 1001).await;
+    assert_eq!(s.wait_exit(Duration::from_secs(30)), Some(0), "{}", s.output());
+    // Every acknowledged message survives the restart, in order.
+    let s2 = Process::start(BIN, "standalone", &["--redis-url", &redis]);
+    let c = login(&s2.ws_url(), &id, b"d").await;
+    for i in 0..30 {
+        let (seq, p) = recv(&c).await;
+        assert_eq!(p, format!("m{i}").into_bytes());
+        c.ack(seq).await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messaging_replica_drains_on_sigterm_and_gateways_move_on() {
+    let d = Deployment::start(2, 1);
+    let mut devices = Vec::new();
+    for _ in 0..6 {
+        devices.push(registered(&d.url(0), Identity::generate_ed25519(), b"d", 0).await);
+    }
+    let a = anon(&d.url(0)).await;
+    for (i, dev) in devices.iter().enumerate() {
+        a.send(dev.address(), format!("before {i}").into_bytes()).await.unwrap();
+        let (seq, _) = recv(&dev.conn).await;
+        dev.conn.ack(seq).await.unwrap();
+    }
+    // The replica ends its delivery streams and exits well within the grace period even though
+    // a gateway is still connected to it.
+    d.messaging[0].terminate();
+    let mut replica = d.messaging;
+    assert_eq!(replica[0].wait_exit(Duration::from_secs(20)), Some(0), "{}", replica[0].output());
+    for (i, dev) in devices.iter().enumerate() {
+        let mut conn = None;
+        send_acked(&mut conn, &d.gateways[0].ws_url(), &dev.address(), format!("after {i}").into_bytes()).await;
+        let want: BTreeSet<Vec<u8>> = [format!("after {i}").into_bytes()].into();
+        receive_all(&dev.conn, &want, &prefixed("after ")).await;
+    }
+    replica.clear();
+}
