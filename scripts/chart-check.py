@@ -49,13 +49,91 @@ def load_docs(path):
 # ------------------------------------------------------------------------------------------------
 # validate
 # ------------------------------------------------------------------------------------------------
+# The part of the Prometheus Operator's ServiceMonitor (monitoring.coreos.com/v1) CRD schema the
+# chart uses, strict like the Kubernetes schemas (kubernetes-validate knows no CRDs).
+_STR = {"type": "string"}
+_LABELS = {"type": "object", "additionalProperties": _STR}
+SERVICE_MONITOR_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "properties": {
+        "apiVersion": {"const": "monitoring.coreos.com/v1"},
+        "kind": {"const": "ServiceMonitor"},
+        "metadata": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["name"],
+            "properties": {"name": _STR, "namespace": _STR, "labels": _LABELS, "annotations": _LABELS},
+        },
+        "spec": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["selector", "endpoints"],
+            "properties": {
+                "selector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"matchLabels": _LABELS, "matchExpressions": {"type": "array"}},
+                },
+                "namespaceSelector": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "properties": {"any": {"type": "boolean"}, "matchNames": {"type": "array", "items": _STR}},
+                },
+                "podTargetLabels": {"type": "array", "items": _STR},
+                "targetLabels": {"type": "array", "items": _STR},
+                "jobLabel": _STR,
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "properties": {
+                            "port": _STR,
+                            "path": _STR,
+                            "scheme": {"enum": ["http", "https", "HTTP", "HTTPS"]},
+                            "interval": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                            "scrapeTimeout": {"type": "string", "pattern": "^(0|(([0-9]+)y)?(([0-9]+)w)?(([0-9]+)d)?(([0-9]+)h)?(([0-9]+)m)?(([0-9]+)s)?(([0-9]+)ms)?)$"},
+                            "honorLabels": {"type": "boolean"},
+                            "metricRelabelings": {"type": "array", "items": {"type": "object"}},
+                            "relabelings": {"type": "array", "items": {"type": "object"}},
+                        },
+                    },
+                },
+            },
+        },
+    },
+}
+
+
+def validate_crd(doc):
+    """Validates kinds of CRDs the chart renders; returns False for kinds it does not know."""
+    import jsonschema
+
+    if doc.get("apiVersion") == "monitoring.coreos.com/v1" and doc.get("kind") == "ServiceMonitor":
+        jsonschema.validate(doc, SERVICE_MONITOR_SCHEMA)
+        return True
+    return False
+
+
 def cmd_validate(files):
+    import jsonschema
     import kubernetes_validate.utils as kv
 
     count = 0
     for path in files:
         for doc in load_docs(path):
             name = f"{path}: {doc.get('kind')}/{doc.get('metadata', {}).get('name')}"
+            try:
+                if validate_crd(doc):
+                    count += 1
+                    continue
+            except jsonschema.ValidationError as e:
+                path_ = ".".join(str(p) for p in e.path)
+                fail(f"{name}: {path_}: {e.message}")
+                continue
             try:
                 kv.validate(doc, KUBERNETES_VERSION, strict=True)
                 count += 1
@@ -248,6 +326,26 @@ def check_release(name, path):
         sel = pdb["spec"]["selector"]["matchLabels"]
         if not any(matches(sel, d["spec"]["template"]["metadata"]["labels"]) for d in deployments.values()):
             fail(f"{where(pdb)}: selects no pods")
+    for sm in by_kind.get("ServiceMonitor", []):
+        sel = sm["spec"]["selector"]["matchLabels"]
+        targets = [svc for svc in services.values() if matches(sel, svc["metadata"]["labels"])]
+        if len(targets) != 1:
+            fail(f"{where(sm)}: selects {len(targets)} Services, not the one metrics Service")
+            continue
+        (svc,) = targets
+        ports = {p["name"]: p for p in svc["spec"]["ports"]}
+        for ep in sm["spec"]["endpoints"]:
+            if ep["port"] not in ports or ports[ep["port"]]["targetPort"] != "admin":
+                fail(f"{where(sm)}: endpoint port {ep['port']} is not the admin port of {svc['metadata']['name']}")
+            if ep.get("path") != "/metrics":
+                fail(f"{where(sm)}: scrapes {ep.get('path')}, not /metrics")
+        pods = [d for d in deployments.values() if matches(svc["spec"]["selector"], d["spec"]["template"]["metadata"]["labels"])]
+        if len(pods) != len(deployments):
+            fail(f"{where(svc)}: selects {len(pods)} of {len(deployments)} roles' pods")
+        if sm["metadata"].get("namespace") != svc["metadata"]["namespace"]:
+            names = sm["spec"].get("namespaceSelector", {}).get("matchNames", [])
+            if names != [svc["metadata"]["namespace"]]:
+                fail(f"{where(sm)}: in another namespace without selecting {svc['metadata']['namespace']}")
     for ing in by_kind.get("Ingress", []):
         for rule in ing["spec"]["rules"]:
             for p in rule["http"]["paths"]:

@@ -10,6 +10,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
 
+pub mod s3;
+pub use s3::S3Server;
+
 /// A running tassis process.
 pub struct Process {
     child: Child,
@@ -50,12 +53,7 @@ impl Process {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        // Flags given explicitly win; keep the environment from leaking TASSIS_* settings in.
-        for (k, _) in std::env::vars() {
-            if k.starts_with("TASSIS_") && !env.iter().any(|(e, _)| *e == k) {
-                cmd.env_remove(&k);
-            }
-        }
+        isolate_env(&mut cmd, env);
         let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
         let logs = Arc::new(Mutex::new(Vec::new()));
         let (ready_tx, ready_rx) = mpsc::channel::<(SocketAddr, SocketAddr)>();
@@ -155,13 +153,30 @@ impl Drop for Process {
     }
 }
 
+/// Flags given explicitly win: keeps the test runner's TASSIS_* settings (and AWS_* ones, which
+/// would change what the AWS credential chain finds) out of the child, except those in `env`.
+fn isolate_env(cmd: &mut Command, env: &[(&str, &str)]) {
+    for (k, _) in std::env::vars() {
+        if (k.starts_with("TASSIS_") || k.starts_with("AWS_")) && !env.iter().any(|(e, _)| *e == k) {
+            cmd.env_remove(&k);
+        }
+    }
+}
+
 /// Runs `bin args…` expecting it to fail at start-up; returns (exit code, combined output).
 pub fn start_failure(bin: &str, args: &[&str]) -> (Option<i32>, String) {
-    let out = Command::new(bin)
-        .args(args)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
+    start_failure_with_env(bin, args, &[])
+}
+
+/// [`start_failure`] with extra environment variables.
+pub fn start_failure_with_env(bin: &str, args: &[&str], env: &[(&str, &str)]) -> (Option<i32>, String) {
+    let mut cmd = Command::new(bin);
+    cmd.args(args).stdin(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    isolate_env(&mut cmd, env);
+    let out = cmd.output().unwrap_or_else(|e| panic!("cannot start {bin}: {e}"));
     let mut text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&out.stderr));
     (out.status.code(), text)

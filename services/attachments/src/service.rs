@@ -1,10 +1,12 @@
 //! The attachments gRPC face: validates numRequested first (`INVALID_ARGUMENT`), then asks the
-//! signer (which may answer `UNAVAILABLE`), as the protocol orders those checks.
+//! signer (which may answer `UNAVAILABLE`), as the protocol orders those checks. Download links:
+//! a key that is not an attachment key is `NOT_FOUND` without asking the store.
 
 use std::sync::Arc;
 
 use tassis_proto::attachments_v1::{
-    AttachmentsConfiguration, GetConfigurationRequest, RequestUploadAuthorizationsRequest,
+    AttachmentsConfiguration, DownloadUrlRequest, DownloadUrlResponse, GetConfigurationRequest,
+    RequestUploadAuthorizationsRequest,
     attachments_server::{Attachments, AttachmentsServer},
 };
 use tassis_proto::tassis::UploadAuthorizations;
@@ -64,6 +66,15 @@ impl Attachments for AttachmentsService {
         }
         Ok(Response::new(UploadAuthorizations { authorizations }))
     }
+
+    async fn download_url(&self, req: Request<DownloadUrlRequest>) -> Result<Response<DownloadUrlResponse>, Status> {
+        let key = req.into_inner().key;
+        if !crate::post_policy::is_object_key(&key) {
+            return Err(AttachmentsError::NotFound("no such attachment".into()).into());
+        }
+        let url = self.signer.download_url(&key).await?;
+        Ok(Response::new(DownloadUrlResponse { url }))
+    }
 }
 
 /// Serves the attachments gRPC API on `listener` until `shutdown`.
@@ -73,6 +84,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .trace_fn(tassis_runtime::telemetry::grpc_server_span)
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.wait_owned())
         .await
@@ -122,11 +134,33 @@ mod tests {
         assert!(e.message().contains("S3 bucket"), "{}", e.message());
     }
 
+    fn dl(key: &str) -> Request<DownloadUrlRequest> {
+        Request::new(DownloadUrlRequest { key: key.into() })
+    }
+
+    #[tokio::test]
+    async fn download_urls_check_the_key_first() {
+        let s = AttachmentsService::new(Arc::new(NoObjectStore), AttachmentsConfig::default());
+        for bad in ["", "x", "../etc/passwd", "20250101/not-a-uuid"] {
+            assert_eq!(
+                s.download_url(dl(bad)).await.unwrap_err().code(),
+                tonic::Code::NotFound,
+                "{bad}"
+            );
+        }
+        let key = crate::post_policy::object_key(std::time::SystemTime::now());
+        assert_eq!(
+            s.download_url(dl(&key)).await.unwrap_err().code(),
+            tonic::Code::Unavailable
+        );
+    }
+
     #[tokio::test]
     async fn caps_num_requested() {
         let cfg = AttachmentsConfig {
             max_upload_authorizations: 3,
             max_attachment_size: 1234,
+            ..Default::default()
         };
         let s = AttachmentsService::new(Arc::new(Counting(Default::default())), cfg);
         let got = s

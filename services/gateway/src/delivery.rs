@@ -156,6 +156,7 @@ impl Link {
             match result {
                 Ok(resp) => {
                     self.connected.store(true, Ordering::SeqCst);
+                    hub.metrics.delivery_streams.inc();
                     tracing::info!(endpoint = %self.endpoint, "delivery stream open");
                     backoff = Duration::from_millis(100);
                     let mut inbound = resp.into_inner();
@@ -186,11 +187,14 @@ impl Link {
                     tracing::warn!(endpoint = %self.endpoint, status = %s, "cannot open delivery stream");
                 }
             }
-            self.connected.store(false, Ordering::SeqCst);
+            if self.connected.swap(false, Ordering::SeqCst) {
+                hub.metrics.delivery_streams.dec();
+            }
             self.state.lock().tx = None;
             if stop(&self) {
                 break;
             }
+            hub.metrics.delivery_stream_reconnects.inc();
             hub.move_subscriptions_off(&self);
             tokio::select! {
                 _ = hub.shutdown.wait() => break,
@@ -199,7 +203,9 @@ impl Link {
             }
             backoff = (backoff * 2).min(Duration::from_secs(5));
         }
-        self.connected.store(false, Ordering::SeqCst);
+        if self.connected.swap(false, Ordering::SeqCst) {
+            hub.metrics.delivery_streams.dec();
+        }
         self.state.lock().tx = None;
         if self.retired.is_cancelled() && !hub.shutdown.is_triggered() {
             hub.move_subscriptions_off(&self);
@@ -215,6 +221,8 @@ struct HubShared {
     /// Flow-control window of each subscription.
     window: u32,
     shutdown: Shutdown,
+    /// Stream health series.
+    metrics: crate::metrics::Metrics,
 }
 
 impl HubShared {
@@ -280,13 +288,14 @@ pub struct DeliveryHub {
 
 impl DeliveryHub {
     /// A hub with no replicas yet; add them with [`DeliveryHub::set_replicas`].
-    pub fn new(window: u32, shutdown: Shutdown) -> Self {
+    pub fn new(window: u32, shutdown: Shutdown, metrics: crate::metrics::Metrics) -> Self {
         Self {
             shared: Arc::new(HubShared {
                 links: RwLock::new(Vec::new()),
                 next_id: AtomicU64::new(1),
                 window,
                 shutdown,
+                metrics,
             }),
         }
     }
@@ -318,6 +327,7 @@ impl DeliveryHub {
             tokio::spawn(link.clone().run(self.shared.clone()));
             links.push(link);
         }
+        self.shared.metrics.messaging_replicas.set(links.len() as i64);
     }
 
     /// Whether at least one replica's stream is open.

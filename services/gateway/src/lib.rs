@@ -6,12 +6,14 @@
 //! [`connection`] hides WebSocket framing and the bounded, deadline-guarded writer, [`session`]
 //! holds one connection's login and sequencing and dispatches each payload to its module under
 //! [`ops`]. [`auth`] verifies logins, [`delivery`] multiplexes all devices' deliveries over one
-//! gRPC stream per messaging replica, [`upstream`] holds the gRPC clients.
+//! gRPC stream per messaging replica, [`upstream`] holds the gRPC clients, [`download`] answers
+//! `GET /attachments/<key>` on the client port with a redirect to a presigned GET.
 
 pub mod auth;
 pub mod config;
 pub mod connection;
 pub mod delivery;
+pub mod download;
 pub mod error;
 pub mod listener;
 pub mod metrics;

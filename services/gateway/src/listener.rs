@@ -1,5 +1,6 @@
 //! The accept loop: TCP accept, connection cap, WebSocket handshake on `/api` or `/<a>/<b>`, one
 //! task per connection, and shutdown (stop accepting; sessions close their clients with 1001).
+//! `GET /attachments/<key>` requests on the same port go to [`crate::download`].
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -50,7 +51,8 @@ impl Gateway {
         shutdown: Shutdown,
     ) -> Result<Self, tassis_runtime::RuntimeError> {
         config.validate()?;
-        let hub = DeliveryHub::new(config.delivery_window, shutdown.clone());
+        let metrics = Metrics::new(registry);
+        let hub = DeliveryHub::new(config.delivery_window, shutdown.clone(), metrics.clone());
         let (upstream_clients, replicas) = Upstream::new(upstream, config.upstream_timeout, hub)?;
         let schemes = Schemes {
             ed25519: config.auth_ed25519,
@@ -62,7 +64,7 @@ impl Gateway {
                 config: Arc::new(config),
                 upstream: upstream_clients,
                 replicas,
-                metrics: Metrics::new(registry),
+                metrics,
                 schemes,
                 shutdown,
             }),
@@ -149,6 +151,11 @@ pub fn path_allowed(path: &str) -> bool {
 }
 
 async fn handle(ctx: Arc<Ctx>, stream: TcpStream, has_slot: bool) {
+    match crate::download::route(&stream, ctx.config.handshake_timeout).await {
+        crate::download::Route::WebSocket => {}
+        crate::download::Route::Download => return crate::download::serve(ctx, stream, has_slot).await,
+        crate::download::Route::Closed => return,
+    }
     let cfg = &ctx.config;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(cfg.max_frame_size as usize))

@@ -194,19 +194,41 @@ impl Session {
             Err(_) => return self.reply_unreadable("frame is not a valid tassis Message").await,
         };
         let seq = msg.sequence;
-        let (op, result) = ops::dispatch(self, seq, msg.payload).await;
+        // One span per client operation. Only the operation and its outcome: nothing that could
+        // identify the client (no peer address, no sender of an anonymous send).
+        let span_op = ops::name(msg.payload.as_ref()).unwrap_or("invalid");
+        let span = tracing::info_span!(
+            "client.op",
+            otel.name = %format!("tassis {span_op}"),
+            otel.kind = "server",
+            tassis.op = span_op,
+            tassis.outcome = tracing::field::Empty,
+            otel.status_code = tracing::field::Empty,
+        );
+        let (op, result) = {
+            use tracing::Instrument;
+            ops::dispatch(self, seq, msg.payload).instrument(span.clone()).await
+        };
+        let op_name = op.unwrap_or("invalid");
         match result {
             Ok(flow) => {
+                span.record("tassis.outcome", "ok");
                 if let Some(op) = op {
                     self.ctx.metrics.operations.with_label_values(&[op, "ok"]).inc();
                 }
                 flow
             }
             Err(e) => {
+                span.record("tassis.outcome", e.name.as_str());
+                span.record("otel.status_code", "ERROR");
+                drop(span);
+                if e.name == ErrorName::RateLimited {
+                    self.ctx.metrics.rate_limited.inc();
+                }
                 self.ctx
                     .metrics
                     .operations
-                    .with_label_values(&[op.unwrap_or("invalid"), e.name.as_str()])
+                    .with_label_values(&[op_name, e.name.as_str()])
                     .inc();
                 if self.send_error(seq, &e).await.is_err() {
                     return Flow::Close(CloseCode::Error, "");
@@ -230,15 +252,29 @@ impl Session {
         let credit_every = (self.ctx.config.delivery_window / 4).max(1);
         match ev {
             Some(HubEvent::Delivery(d)) => {
-                if self
-                    .out
-                    .send(frame(seq, Payload::InboundMessage(d.message)))
-                    .await
-                    .is_err()
-                {
+                // The push joins the trace of messaging's delivery span.
+                let span = tracing::info_span!(
+                    "push",
+                    otel.name = "gateway push",
+                    otel.kind = "consumer",
+                    messaging.message.id = %d.message_id,
+                );
+                tassis_runtime::telemetry::set_parent_from(&span, &d.trace_context);
+                let sent = {
+                    use tracing::Instrument;
+                    self.out
+                        .send(frame(seq, Payload::InboundMessage(d.message)))
+                        .instrument(span)
+                        .await
+                };
+                if sent.is_err() {
                     return Flow::Close(CloseCode::Error, "");
                 }
                 self.ctx.metrics.deliveries.with_label_values(&["pushed"]).inc();
+                if d.enqueued_at_ms > 0 {
+                    let waited = (tassis_runtime::unix_ms() - d.enqueued_at_ms).max(0);
+                    self.ctx.metrics.enqueue_to_delivery.observe(waited as f64 / 1000.0);
+                }
                 let Some(login) = self.login.as_mut() else {
                     return Flow::Continue;
                 };

@@ -147,10 +147,12 @@ impl Upstream {
         ))
     }
 
-    /// A request with the unary deadline set.
+    /// A request with the unary deadline set, carrying the current span's trace context (W3C
+    /// `traceparent`) so the service's spans join the client operation's trace.
     pub fn request<T>(&self, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         r.set_timeout(self.timeout);
+        tassis_runtime::telemetry::inject(r.metadata_mut());
         r
     }
 

@@ -68,4 +68,9 @@ pub trait KeyBackend: Send + Sync + 'static {
 
     /// Whether the device is registered and its remaining one-time keys.
     async fn device_status(&self, identity_key: &Bytes, device_id: &Bytes) -> Result<DeviceStatus, KeystoreError>;
+
+    /// What stores the registrations (`memory`, `redis`), for spans and metrics.
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
 }

@@ -3,12 +3,14 @@
 //!
 //! The service logic ([`service`]) validates requests and enforces limits; storage is behind the
 //! [`KeyBackend`] trait so the same logic runs on the embedded in-memory store ([`memory`]) and on
-//! Redis Cluster ([`redis`]). Every backend operation is atomic per identity.
+//! Redis Cluster ([`redis`]). Every backend operation is atomic per identity. [`metrics`] times
+//! and traces backend calls.
 
 pub mod backend;
 pub mod config;
 pub mod error;
 pub mod memory;
+pub mod metrics;
 pub mod redis;
 pub mod service;
 

@@ -42,6 +42,10 @@ impl MemoryKeyStore {
 
 #[async_trait::async_trait]
 impl KeyBackend for MemoryKeyStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
     async fn register(
         &self,
         identity_key: &Bytes,

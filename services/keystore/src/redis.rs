@@ -204,6 +204,10 @@ fn bytes(v: Value) -> Result<Bytes, KeystoreError> {
 
 #[async_trait::async_trait]
 impl KeyBackend for RedisKeyStore {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
     async fn register(
         &self,
         identity_key: &Bytes,

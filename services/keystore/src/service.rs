@@ -15,22 +15,34 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
 
 use crate::backend::RegisterLimits;
+use crate::metrics::{Instrumented, Metrics};
 use crate::{KeyBackend, KeystoreConfig, KeystoreError};
 
 #[derive(Clone)]
 pub struct KeystoreService {
-    /// Where registrations live.
+    /// Where registrations live, wrapped in [`Instrumented`] (timed, traced).
     backend: Arc<dyn KeyBackend>,
+    /// The backend as given, to re-wrap with other metrics.
+    raw: Arc<dyn KeyBackend>,
     /// Limits applied to every request.
     config: Arc<KeystoreConfig>,
 }
 
 impl KeystoreService {
+    /// A service whose metrics are not exported (see [`KeystoreService::with_metrics`]).
     pub fn new(backend: Arc<dyn KeyBackend>, config: KeystoreConfig) -> Self {
+        let metrics = Metrics::new(&prometheus::Registry::new());
         Self {
-            backend,
+            backend: Arc::new(Instrumented::new(backend.clone(), metrics)),
+            raw: backend,
             config: Arc::new(config),
         }
+    }
+
+    /// Registers the service's series (`tassis_keystore_*`) in `registry`.
+    pub fn with_metrics(mut self, registry: &prometheus::Registry) -> Self {
+        self.backend = Arc::new(Instrumented::new(self.raw.clone(), Metrics::new(registry)));
+        self
     }
 
     /// The tonic server wrapper, with message size limits sized for a Register.
@@ -159,6 +171,7 @@ pub async fn serve(
     shutdown: Shutdown,
 ) -> Result<(), tonic::transport::Error> {
     tonic::transport::Server::builder()
+        .trace_fn(tassis_runtime::telemetry::grpc_server_span)
         .add_service(service.into_server())
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown.wait_owned())
         .await

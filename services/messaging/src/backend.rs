@@ -76,4 +76,9 @@ pub trait QueueBackend: Send + Sync + 'static {
 
     /// Number of messages queued for the device (within retention).
     async fn depth(&self, device: &DeviceAddress) -> Result<u64, MessagingError>;
+
+    /// What stores the queues (`memory`, `redis`), for spans and metrics.
+    fn kind(&self) -> &'static str {
+        "custom"
+    }
 }

@@ -29,6 +29,7 @@ pub const MAX_WINDOW: u32 = 4096;
 use tokio_util::sync::CancellationToken;
 use tonic::Status;
 
+use crate::metrics::Metrics;
 use crate::{DeviceAddress, MessageId, MessagingConfig, MessagingError, QueueBackend};
 
 /// Events flowing to the gateway.
@@ -52,15 +53,40 @@ struct Subscription {
 }
 
 /// Runs one gateway stream until the gateway closes it (or it breaks).
-pub async fn run_stream<S>(backend: Arc<dyn QueueBackend>, config: Arc<MessagingConfig>, mut inbound: S, out: Outbound)
-where
+pub async fn run_stream<S>(
+    backend: Arc<dyn QueueBackend>,
+    config: Arc<MessagingConfig>,
+    metrics: Arc<Metrics>,
+    mut inbound: S,
+    out: Outbound,
+) where
+    S: futures::Stream<Item = Result<GatewayEvent, Status>> + Unpin,
+{
+    metrics.streams.inc();
+    let mut subs: HashMap<u64, Subscription> = HashMap::new();
+    run_events(&backend, &config, &metrics, &mut inbound, &out, &mut subs).await;
+    metrics.streams.dec();
+    metrics.subscriptions.sub(subs.len() as i64);
+    for s in subs.values() {
+        s.cancel.cancel();
+    }
+}
+
+/// The event loop of [`run_stream`]; `subs` is left holding the subscriptions still open.
+async fn run_events<S>(
+    backend: &Arc<dyn QueueBackend>,
+    config: &Arc<MessagingConfig>,
+    metrics: &Arc<Metrics>,
+    inbound: &mut S,
+    out: &Outbound,
+    subs: &mut HashMap<u64, Subscription>,
+) where
     S: futures::Stream<Item = Result<GatewayEvent, Status>> + Unpin,
 {
     use futures::StreamExt;
     let stream_cancel = CancellationToken::new();
     let _cancel_all = stream_cancel.clone().drop_guard();
     let acks = Arc::new(Semaphore::new(ACKS_IN_FLIGHT));
-    let mut subs: HashMap<u64, Subscription> = HashMap::new();
     while let Some(event) = inbound.next().await {
         let event = match event {
             Ok(GatewayEvent { event: Some(e) }) => e,
@@ -82,15 +108,16 @@ where
                         device_id: a.device_id.clone(),
                     },
                     Err(e) => {
-                        fail(&out, subscription_id, &e.to_string()).await;
+                        fail(out, subscription_id, &e.to_string()).await;
                         continue;
                     }
                 };
                 if let Some(old) = subs.remove(&subscription_id) {
                     old.cancel.cancel();
+                    metrics.subscriptions.dec();
                 }
                 if subs.len() >= config.max_subscriptions_per_stream {
-                    fail(&out, subscription_id, "too many subscriptions on this stream").await;
+                    fail(out, subscription_id, "too many subscriptions on this stream").await;
                     continue;
                 }
                 let cancel = stream_cancel.child_token();
@@ -108,7 +135,9 @@ where
                     out.clone(),
                     cancel.clone(),
                     credits.clone(),
+                    metrics.clone(),
                 ));
+                metrics.subscriptions.inc();
                 subs.insert(
                     subscription_id,
                     Subscription {
@@ -128,6 +157,7 @@ where
             gateway_event::Event::Unsubscribe(u) => {
                 if let Some(s) = subs.remove(&u.subscription_id) {
                     s.cancel.cancel();
+                    metrics.subscriptions.dec();
                 }
             }
             gateway_event::Event::Ack(AckDelivery {
@@ -146,10 +176,12 @@ where
                 };
                 let backend = backend.clone();
                 let device = sub.device.clone();
+                let metrics = metrics.clone();
                 tokio::spawn(async move {
-                    if let Err(e) = backend.ack(&device, id).await {
+                    match backend.ack(&device, id).await {
+                        Ok(removed) => metrics.on_acked(&device, id, removed),
                         // The message stays queued and is redelivered at the next login.
-                        tracing::warn!(error = %e, "ack failed");
+                        Err(e) => tracing::warn!(error = %e, "ack failed"),
                     }
                     drop(permit);
                 });
@@ -170,6 +202,7 @@ async fn fail(out: &Outbound, subscription_id: u64, reason: &str) {
 }
 
 /// Delivers one device's queue to one subscription until cancelled.
+#[allow(clippy::too_many_arguments)] // one task's whole state, passed once at spawn
 async fn serve_subscription(
     backend: Arc<dyn QueueBackend>,
     device: DeviceAddress,
@@ -178,34 +211,56 @@ async fn serve_subscription(
     out: Outbound,
     cancel: CancellationToken,
     credits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 ) {
     let run = async {
         // Watch before reading, so nothing enqueued in between goes unannounced.
         let mut watch = backend.watch(&device).await?;
         let mut last: Option<MessageId> = None;
+        // Messages found queued at subscribe, counted until the first short read.
+        let mut backlog = Some(0usize);
         loop {
             let msgs = backend.read(&device, last, batch).await?;
             let full = msgs.len() == batch;
+            if let Some(n) = backlog.as_mut() {
+                *n += msgs.len();
+            }
             for m in msgs {
                 match credits.acquire().await {
                     Ok(p) => p.forget(),
                     Err(_) => return Ok(()),
                 }
                 last = Some(m.id);
+                // One span per delivered message; its context travels in the Delivery so the
+                // gateway's push to the client joins the trace. No addresses in it.
+                let span = tracing::info_span!(
+                    "deliver",
+                    otel.name = "messaging deliver",
+                    otel.kind = "producer",
+                    messaging.message.id = %m.id,
+                    messaging.backlog = backlog.is_some(),
+                );
+                let trace_context = span.in_scope(tassis_runtime::telemetry::current_context);
                 let ev = DeliveryEvent {
                     event: Some(delivery_event::Event::Delivery(Delivery {
                         subscription_id,
                         message_id: m.id.to_string(),
                         message: m.payload,
                         enqueued_at_ms: m.id.ms as i64,
+                        trace_context,
                     })),
                 };
                 if out.send(Ok(ev)).await.is_err() {
                     return Ok(());
                 }
+                metrics.on_delivered(&device, m.id);
+                drop(span);
             }
             if full {
                 continue;
+            }
+            if let Some(n) = backlog.take() {
+                metrics.backlog.observe(n as f64);
             }
             if !watch.changed().await {
                 // The backend dropped our subscription (e.g. its pub/sub connection was reset):

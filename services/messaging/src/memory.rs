@@ -108,6 +108,10 @@ impl Drop for WatchGuard {
 
 #[async_trait::async_trait]
 impl QueueBackend for MemoryQueues {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
     async fn enqueue(&self, to: &DeviceAddress, payload: Bytes) -> Result<MessageId, MessagingError> {
         if !self.registrations.is_registered(to).await? {
             return Err(MessagingError::UnknownDevice);

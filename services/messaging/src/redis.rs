@@ -174,6 +174,10 @@ fn parse_entry(entry: Value) -> Result<StoredMessage, MessagingError> {
 
 #[async_trait::async_trait]
 impl QueueBackend for RedisQueues {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
     async fn enqueue(&self, to: &DeviceAddress, payload: Bytes) -> Result<MessageId, MessagingError> {
         let (ik, dev) = (&to.identity_key[..], &to.device_id[..]);
         let keys: Vec<Key> = vec![keys::keystore_devices(ik).into(), keys::queue(ik, dev).into()];
@@ -351,7 +355,8 @@ impl Notifier {
                 loop {
                     tick.tick().await;
                     let Some(shared) = s.upgrade() else { return };
-                    if let Err(e) = tassis_redis::fred::interfaces::ClusterInterface::sync_cluster(&shared.client).await {
+                    if let Err(e) = tassis_redis::fred::interfaces::ClusterInterface::sync_cluster(&shared.client).await
+                    {
                         tracing::debug!(error = %e, "re-reading the cluster layout failed");
                     }
                 }

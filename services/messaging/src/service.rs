@@ -13,13 +13,18 @@ use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::delivery::{STREAM_BUFFER, run_stream};
+use crate::metrics::{Instrumented, Metrics};
 use crate::{DeviceAddress, MessagingConfig, MessagingError, QueueBackend};
 
 /// The messaging gRPC service.
 #[derive(Clone)]
 pub struct MessagingService {
-    /// Where queues live.
+    /// Where queues live, wrapped in [`Instrumented`] (timed, traced).
     backend: Arc<dyn QueueBackend>,
+    /// The backend as given, to re-wrap with other metrics.
+    raw: Arc<dyn QueueBackend>,
+    /// Prometheus series.
+    metrics: Arc<Metrics>,
     /// Limits and tuning.
     config: Arc<MessagingConfig>,
     /// Ends every delivery stream when the service drains, so gateways move their subscriptions
@@ -28,12 +33,23 @@ pub struct MessagingService {
 }
 
 impl MessagingService {
+    /// A service whose metrics are not exported (see [`MessagingService::with_metrics`]).
     pub fn new(backend: Arc<dyn QueueBackend>, config: MessagingConfig) -> Self {
+        let metrics = Metrics::new(&prometheus::Registry::new());
         Self {
-            backend,
+            backend: Arc::new(Instrumented::new(backend.clone(), metrics.clone())),
+            raw: backend,
+            metrics,
             config: Arc::new(config),
             stop: Shutdown::new(),
         }
+    }
+
+    /// Registers the service's series (`tassis_messaging_*`) in `registry`.
+    pub fn with_metrics(mut self, registry: &prometheus::Registry) -> Self {
+        self.metrics = Metrics::new(registry);
+        self.backend = Arc::new(Instrumented::new(self.raw.clone(), self.metrics.clone()));
+        self
     }
 
     /// The tonic server wrapper; accepts requests big enough for the largest allowed message.
@@ -62,6 +78,7 @@ impl Messaging for MessagingService {
             device_id: to.device_id.clone(),
         };
         let id = self.backend.enqueue(&device, req.message).await?;
+        self.metrics.enqueued.inc();
         Ok(Response::new(EnqueueReply {
             message_id: id.to_string(),
         }))
@@ -73,7 +90,13 @@ impl Messaging for MessagingService {
         let inbound = req.into_inner();
         let (tx, rx) = tokio::sync::mpsc::channel(STREAM_BUFFER);
         let inbound = futures::StreamExt::take_until(inbound, Box::pin(self.stop.wait_owned()));
-        tokio::spawn(run_stream(self.backend.clone(), self.config.clone(), inbound, tx));
+        tokio::spawn(run_stream(
+            self.backend.clone(),
+            self.config.clone(),
+            self.metrics.clone(),
+            inbound,
+            tx,
+        ));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
@@ -87,6 +110,7 @@ pub async fn serve(
     let mut service = service;
     service.stop = shutdown.clone();
     tonic::transport::Server::builder()
+        .trace_fn(tassis_runtime::telemetry::grpc_server_span)
         .http2_keepalive_interval(Some(std::time::Duration::from_secs(10)))
         .http2_keepalive_timeout(Some(std::time::Duration::from_secs(20)))
         .add_service(service.into_server())

@@ -39,6 +39,7 @@ impl Stream {
         tokio::spawn(run_stream(
             backend,
             Arc::new(cfg),
+            tassis_messaging::Metrics::new(&prometheus::Registry::new()),
             tokio_stream::wrappers::UnboundedReceiverStream::new(grx),
             dtx,
         ));

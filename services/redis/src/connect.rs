@@ -96,7 +96,9 @@ async fn supervise(client: fred::clients::Client, mut handle: fred::types::Conne
     loop {
         match handle.await {
             Ok(Ok(())) => return,
-            Ok(Err(e)) => tracing::warn!(client = %client.id(), error = %e, "Redis connection task ended; restarting it"),
+            Ok(Err(e)) => {
+                tracing::warn!(client = %client.id(), error = %e, "Redis connection task ended; restarting it")
+            }
             Err(e) => tracing::warn!(client = %client.id(), error = %e, "Redis connection task failed; restarting it"),
         }
         tokio::time::sleep(pause).await;

@@ -1,11 +1,13 @@
 //! What every tassis role shares, kept small so that a change here rebuilds little: the admin
-//! HTTP endpoints ([`admin`]), process shutdown ([`shutdown`]), logging ([`logging`]), and the
+//! HTTP endpoints ([`admin`]), process shutdown ([`shutdown`]), logging ([`logging`]) and traces
+//! ([`telemetry`]: OTLP export, W3C trace context over gRPC), and the
 //! clap pieces every role's configuration is built from ([`config`]).
 
 pub mod admin;
 pub mod config;
 pub mod logging;
 pub mod shutdown;
+pub mod telemetry;
 
 pub use admin::{AdminServer, Health};
 pub use shutdown::Shutdown;

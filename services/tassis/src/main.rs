@@ -19,10 +19,6 @@ struct Cli {
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let common = cli.role.common().clone();
-    if let Err(e) = tassis_runtime::logging::init(common.log_format, &common.log) {
-        eprintln!("tassis: {e}");
-        return std::process::ExitCode::from(2);
-    }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -30,7 +26,23 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::from(1);
         }
     };
-    match rt.block_on(cli.role.run()) {
+    // Logs, and traces over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set (the gRPC exporter needs
+    // the runtime).
+    let service = format!("tassis-{}", cli.role.name());
+    let telemetry = {
+        let _rt = rt.enter();
+        match tassis_runtime::telemetry::init(common.log_format, &common.log, &service) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("tassis: {e}");
+                return std::process::ExitCode::from(2);
+            }
+        }
+    };
+    let res = rt.block_on(cli.role.run());
+    // Flush spans while the runtime still runs the exporter's connection.
+    telemetry.shutdown();
+    match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!("{e:#}");

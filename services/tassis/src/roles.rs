@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::{Context, Result};
-use tassis_attachments::{AttachmentsConfig, AttachmentsService, NoObjectStore};
+use tassis_attachments::{AttachmentsConfig, AttachmentsService};
 use tassis_gateway::GatewayConfig;
 use tassis_gateway::upstream::UpstreamArgs;
 use tassis_keystore::redis::RedisKeyStore;
@@ -88,6 +88,17 @@ impl Role {
         }
     }
 
+    /// The role's name, as on the command line.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Role::Standalone { .. } => "standalone",
+            Role::Gateway { .. } => "gateway",
+            Role::Keystore { .. } => "keystore",
+            Role::Messaging { .. } => "messaging",
+            Role::Attachments { .. } => "attachments",
+        }
+    }
+
     pub async fn run(self) -> Result<()> {
         match self {
             Role::Standalone {
@@ -133,7 +144,7 @@ impl Role {
                 } else {
                     Arc::new(MemoryKeyStore::new())
                 };
-                let svc = KeystoreService::new(backend, keystore);
+                let svc = KeystoreService::new(backend, keystore).with_metrics(&p.registry);
                 p.ready_when_serving(listener.local_addr()?);
                 p.health.set_ready(true);
                 tassis_keystore::serve(svc, listener, p.shutdown.clone()).await?;
@@ -158,7 +169,7 @@ impl Role {
                         messaging.retention(),
                     ))
                 };
-                let svc = MessagingService::new(queues, messaging);
+                let svc = MessagingService::new(queues, messaging).with_metrics(&p.registry);
                 p.ready_when_serving(listener.local_addr()?);
                 p.health.set_ready(true);
                 tassis_messaging::serve(svc, listener, p.shutdown.clone()).await?;
@@ -166,9 +177,12 @@ impl Role {
             }
             Role::Attachments { common, attachments } => {
                 attachments.validate()?;
+                attachments.s3(None)?;
                 let p = Process::start(&common, "attachments").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
-                let svc = AttachmentsService::new(Arc::new(NoObjectStore), attachments);
+                // With a bucket: checked now; a bucket that cannot be used stops the start.
+                let signer = tassis_attachments::signer(&attachments, None).await?;
+                let svc = AttachmentsService::new(signer, attachments);
                 p.ready_when_serving(listener.local_addr()?);
                 p.health.set_ready(true);
                 tassis_attachments::serve(svc, listener, p.shutdown.clone()).await?;
@@ -194,11 +208,13 @@ impl Process {
         let registry = prometheus::Registry::new();
         let admin_listener = tassis_runtime::bind(common.admin_listen).await?;
         let admin = admin_listener.local_addr()?;
+        // The admin server outlives the drain: /readyz answers 503 while draining and /metrics
+        // stays scrapeable until the process exits.
         tokio::spawn(AdminServer::serve(
             admin_listener,
             health.clone(),
             registry.clone(),
-            shutdown.clone(),
+            Shutdown::new(),
         ));
         let h = health.clone();
         let s = shutdown.clone();
@@ -227,6 +243,26 @@ impl Process {
             tracing::info!(role, %listen, %admin, version = env!("CARGO_PKG_VERSION"), "tassis ready");
         });
     }
+}
+
+/// Standalone's default `--public-url`: its own client listener (loopback when bound to all
+/// interfaces, with a warning if download links then depend on it).
+fn own_public_url(listen: SocketAddr, attachments: &AttachmentsConfig) -> String {
+    let mut addr = listen;
+    if addr.ip().is_unspecified() {
+        addr.set_ip(match addr {
+            SocketAddr::V4(_) => std::net::Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => std::net::Ipv6Addr::LOCALHOST.into(),
+        });
+        let given = |v: &Option<String>| v.as_deref().is_some_and(|s| !s.trim().is_empty());
+        if given(&attachments.s3_bucket) && !given(&attachments.public_url) && !given(&attachments.s3_public_url) {
+            tracing::warn!(
+                url = %format!("http://{addr}"),
+                "download links point at this machine's loopback: set --public-url to the address clients reach"
+            );
+        }
+    }
+    format!("http://{addr}")
 }
 
 /// The registration check of the embedded messaging backend in standalone: the in-process keystore.
@@ -272,21 +308,25 @@ async fn standalone(
     let ks_listener = tassis_runtime::bind(local).await?;
     let ks_addr = ks_listener.local_addr()?;
     let ks = tokio::spawn(tassis_keystore::serve(
-        KeystoreService::new(keys, keystore),
+        KeystoreService::new(keys, keystore).with_metrics(&p.registry),
         ks_listener,
         internal.clone(),
     ));
     let msg_listener = tassis_runtime::bind(local).await?;
     let msg_addr = msg_listener.local_addr()?;
     let ms = tokio::spawn(tassis_messaging::serve(
-        MessagingService::new(queues, messaging),
+        MessagingService::new(queues, messaging).with_metrics(&p.registry),
         msg_listener,
         internal.clone(),
     ));
+    // The clients' listener first: its address is the default public URL of download links.
+    let listener = tassis_runtime::bind(common.listen).await?;
+    let public_url = own_public_url(listener.local_addr()?, &attachments);
+    let signer = tassis_attachments::signer(&attachments, Some(&public_url)).await?;
     let at_listener = tassis_runtime::bind(local).await?;
     let at_addr = at_listener.local_addr()?;
     let at = tokio::spawn(tassis_attachments::serve(
-        AttachmentsService::new(Arc::new(NoObjectStore), attachments),
+        AttachmentsService::new(signer, attachments),
         at_listener,
         internal.clone(),
     ));
@@ -298,7 +338,6 @@ async fn standalone(
         messaging_port_name: "grpc".into(),
         attachments: format!("http://{at_addr}"),
     };
-    let listener = tassis_runtime::bind(common.listen).await?;
     p.ready_when_serving(listener.local_addr()?);
     tassis_gateway::serve(
         gateway,

@@ -14,6 +14,20 @@ use tassis_proto::tassis::message::Payload;
 use crate::GatewayError;
 use crate::session::{Flow, Session};
 
+/// The operation a client payload asks for, for spans (`None` for payloads only servers send).
+pub fn name(payload: Option<&Payload>) -> Option<&'static str> {
+    Some(match payload? {
+        Payload::AuthResponse(_) => "login",
+        Payload::Register(_) => "register",
+        Payload::Unregister(_) => "unregister",
+        Payload::RequestPreKeys(_) => "request_pre_keys",
+        Payload::OutboundMessage(_) => "send",
+        Payload::RequestUploadAuthorizations(_) => "upload_authorizations",
+        Payload::Ack(_) => "ack",
+        _ => return None,
+    })
+}
+
 /// Handles one payload. Returns the operation's name (for metrics) and the outcome; an `Err` is
 /// sent to the client as an Error with `seq`.
 pub async fn dispatch(

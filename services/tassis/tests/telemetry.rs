@@ -1,0 +1,369 @@
+//! Observability end to end: traces exported over OTLP (to a test receiver) follow one message
+//! across the gateway and messaging processes, without anything that identifies the sender; and
+//! /metrics shows the operator's series with exact values after a scripted session.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::*;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{TraceService, TraceServiceServer};
+use opentelemetry_proto::tonic::collector::trace::v1::{ExportTraceServiceRequest, ExportTraceServiceResponse};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use tassis_client::Identity;
+use tassis_e2e::{Process, http_get};
+
+/// One exported span, flattened.
+#[derive(Clone, Debug)]
+struct Span {
+    service: String,
+    name: String,
+    trace_id: Vec<u8>,
+    /// Attribute key and value (as text).
+    attributes: Vec<(String, String)>,
+}
+
+/// An OTLP/gRPC trace receiver keeping every span it is sent.
+#[derive(Clone, Default)]
+struct Receiver(Arc<Mutex<Vec<Span>>>);
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        req: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.0.lock().unwrap();
+        for rs in req.into_inner().resource_spans {
+            let service = rs
+                .resource
+                .iter()
+                .flat_map(|r| r.attributes.iter())
+                .find(|kv| kv.key == "service.name")
+                .and_then(|kv| kv.value.as_ref())
+                .map(text)
+                .unwrap_or_default();
+            for ss in rs.scope_spans {
+                for s in ss.spans {
+                    spans.push(Span {
+                        service: service.clone(),
+                        name: s.name,
+                        trace_id: s.trace_id,
+                        attributes: s
+                            .attributes
+                            .iter()
+                            .map(|kv| (kv.key.clone(), kv.value.as_ref().map(text).unwrap_or_default()))
+                            .collect(),
+                    });
+                }
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+fn text(v: &opentelemetry_proto::tonic::common::v1::AnyValue) -> String {
+    match &v.value {
+        Some(Value::StringValue(s)) => s.clone(),
+        Some(other) => format!("{other:?}"),
+        None => String::new(),
+    }
+}
+
+impl Receiver {
+    async fn start(&self) -> SocketAddr {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let svc = TraceServiceServer::new(self.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(svc)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        addr
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.0.lock().unwrap().clone()
+    }
+
+    /// Waits until `pred` holds for the spans received so far.
+    async fn wait_for(&self, what: &str, pred: impl Fn(&[Span]) -> bool) -> Vec<Span> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let spans = self.spans();
+            if pred(&spans) {
+                return spans;
+            }
+            if tokio::time::Instant::now() > deadline {
+                let list: Vec<String> = spans
+                    .iter()
+                    .map(|s| {
+                        format!(
+                            "{} {} {} {:?}",
+                            hex::encode(&s.trace_id),
+                            s.service,
+                            s.name,
+                            s.attributes
+                        )
+                    })
+                    .collect();
+                panic!("timed out waiting for {what}; spans received:\n{}", list.join("\n"));
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Trace ids of spans of `service` named `name`.
+fn trace_ids(spans: &[Span], service: &str, name: &str) -> Vec<Vec<u8>> {
+    spans
+        .iter()
+        .filter(|s| s.service == service && s.name == name)
+        .map(|s| s.trace_id.clone())
+        .collect()
+}
+
+/// Whether some span of `service` is in `trace`.
+fn in_trace(spans: &[Span], service: &str, trace: &[u8]) -> bool {
+    spans.iter().any(|s| s.service == service && s.trace_id == trace)
+}
+
+#[tokio::test]
+async fn one_message_is_one_trace_across_gateway_and_messaging() {
+    let receiver = Receiver::default();
+    let otlp = format!("http://{}", receiver.start().await);
+    let env = [
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_TRACES_SAMPLER", "always_on"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let ks = Process::start_with_env(BIN, "keystore", &[], &env);
+    let ms = Process::start_with_env(BIN, "messaging", &["--keystore", &ks.grpc_url()], &env);
+    let at = Process::start_with_env(BIN, "attachments", &[], &env);
+    let gw = Process::start_with_env(
+        BIN,
+        "gateway",
+        &[
+            "--keystore",
+            &ks.grpc_url(),
+            "--messaging",
+            &ms.grpc_url(),
+            "--attachments",
+            &at.grpc_url(),
+        ],
+        &env,
+    );
+    let url = gw.ws_url();
+    let d = registered(&url, Identity::generate_ed25519(), b"d", 1).await;
+    let a = anon(&url).await;
+    a.send(d.address(), b"traced".to_vec()).await.unwrap();
+    let (seq, body) = recv(&d.conn).await;
+    assert_eq!(&body[..], b"traced");
+    d.conn.ack(seq).await.unwrap();
+
+    // The send: the gateway's operation span and messaging's Enqueue (and its backend call) share
+    // one trace.
+    let spans = receiver
+        .wait_for("the send's trace in gateway and messaging", |spans| {
+            trace_ids(spans, "tassis-gateway", "tassis send")
+                .iter()
+                .any(|t| in_trace(spans, "tassis-messaging", t))
+        })
+        .await;
+    let send_traces = trace_ids(&spans, "tassis-gateway", "tassis send");
+    assert_eq!(send_traces.len(), 1, "one send, one trace: {spans:#?}");
+    let send_trace = &send_traces[0];
+    let names_in = |trace: &[u8], service: &str| -> Vec<String> {
+        spans
+            .iter()
+            .filter(|s| s.trace_id == trace && s.service == service)
+            .map(|s| s.name.clone())
+            .collect()
+    };
+    let messaging_names = names_in(send_trace, "tassis-messaging");
+    assert!(
+        messaging_names.iter().any(|n| n.ends_with("Messaging/Enqueue")),
+        "messaging's gRPC span is in the send's trace: {messaging_names:?}"
+    );
+    assert!(
+        messaging_names.iter().any(|n| n == "memory enqueue"),
+        "the backend call is in the send's trace: {messaging_names:?}"
+    );
+
+    // Nothing in the anonymous send's trace identifies the sender: no peer address, no identity.
+    for s in spans.iter().filter(|s| &s.trace_id == send_trace) {
+        for (k, v) in &s.attributes {
+            let k = k.to_ascii_lowercase();
+            assert!(
+                !(k.contains("peer") || k.contains("client.address") || k.contains("net.sock")),
+                "span {} of {} has attribute {k}={v}",
+                s.name,
+                s.service
+            );
+            assert!(
+                !v.contains("127.0.0.1"),
+                "span {} of {} names an address: {k}={v}",
+                s.name,
+                s.service
+            );
+        }
+    }
+
+    // The delivery: messaging's delivery span and the gateway's push to the client share a trace.
+    receiver
+        .wait_for("the delivery's trace in messaging and gateway", |spans| {
+            trace_ids(spans, "tassis-messaging", "messaging deliver")
+                .iter()
+                .any(|t| {
+                    spans
+                        .iter()
+                        .any(|s| s.service == "tassis-gateway" && s.name == "gateway push" && &s.trace_id == t)
+                })
+        })
+        .await;
+    drop((ks, ms, at, gw));
+}
+
+/// Value of one series line (`name{labels} value`) in a /metrics body.
+fn series(metrics: &str, line_start: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(line_start) && l[line_start.len()..].starts_with(' '))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn scrape(admin: SocketAddr) -> String {
+    let (code, body) = tokio::task::spawn_blocking(move || http_get(admin, "/metrics"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(code, 200);
+    body
+}
+
+/// Polls /metrics until `line_start` has `value` (metrics updated by background tasks, e.g. acks
+/// applied after the client's ack frame, land shortly after the client sees its reply).
+async fn wait_series(admin: SocketAddr, line_start: &str, value: f64) -> String {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let m = scrape(admin).await;
+        if series(&m, line_start) == Some(value) || tokio::time::Instant::now() > deadline {
+            return m;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn metrics_after_a_scripted_session() {
+    let ks = Process::start(BIN, "keystore", &[]);
+    let ms = Process::start(BIN, "messaging", &["--keystore", &ks.grpc_url()]);
+    let at = Process::start(BIN, "attachments", &[]);
+    let gw = Process::start(
+        BIN,
+        "gateway",
+        &[
+            "--keystore",
+            &ks.grpc_url(),
+            "--messaging",
+            &ms.grpc_url(),
+            "--attachments",
+            &at.grpc_url(),
+        ],
+    );
+    let url = gw.ws_url();
+
+    // A device registers and goes away; two messages wait for it.
+    let d = registered(&url, Identity::generate_ed25519(), b"d", 1).await;
+    let d_addr = d.address();
+    let identity = d.identity.clone();
+    drop(d);
+    let a = anon(&url).await;
+    a.send(d_addr.clone(), b"one".to_vec()).await.unwrap();
+    a.send(d_addr.clone(), b"two".to_vec()).await.unwrap();
+    // A send to nobody.
+    let unknown = address(&Identity::generate_ed25519(), b"x");
+    assert_eq!(err_name(a.send(unknown, b"lost".to_vec()).await), "unknown_device");
+
+    // It comes back: a backlog of two; it acks the first only and leaves.
+    let c = login(&url, &identity, b"d").await;
+    let (seq1, _) = recv(&c).await;
+    let (_seq2, _) = recv(&c).await;
+    c.ack(seq1).await.unwrap();
+    wait_series(ms.admin, "tassis_messaging_acked_total", 1.0).await;
+    drop(c);
+    // Again: the unacked one is redelivered, and acked.
+    let c = login(&url, &identity, b"d").await;
+    let (seq, body) = recv(&c).await;
+    assert_eq!(&body[..], b"two");
+    c.ack(seq).await.unwrap();
+    let m = wait_series(ms.admin, "tassis_messaging_acked_total", 2.0).await;
+    // A wrong login (signed over another nonce): refused, and the connection is closed.
+    let bad = anon(&url).await;
+    let resp = tassis_client::frame::auth_response(&Identity::generate_ed25519(), b"z", &[0u8; 32]);
+    assert_eq!(
+        err_name(
+            bad.request(tassis_client::proto::message::Payload::AuthResponse(resp))
+                .await
+        ),
+        "unauthorized"
+    );
+
+    for (line, want) in [
+        ("tassis_messaging_enqueued_total", 2.0),
+        ("tassis_messaging_delivered_total", 3.0),
+        ("tassis_messaging_acked_total", 2.0),
+        ("tassis_messaging_redeliveries_total", 1.0),
+        ("tassis_messaging_delivery_streams", 1.0),
+        ("tassis_messaging_subscriptions", 1.0),
+        // Two subscriptions found a backlog (2, then 1); the first login found none.
+        ("tassis_messaging_backlog_at_subscribe_count", 3.0),
+        ("tassis_messaging_backlog_at_subscribe_sum", 3.0),
+        (r#"tassis_messaging_backend_seconds_count{op="enqueue"}"#, 3.0),
+        (r#"tassis_messaging_backend_seconds_count{op="ack"}"#, 2.0),
+    ] {
+        assert_eq!(series(&m, line), Some(want), "{line} in:\n{m}");
+    }
+
+    // Connection gauges settle once closed connections are gone (the refused one, the dropped
+    // devices').
+    wait_series(gw.admin, r#"tassis_gateway_connections{kind="anonymous"}"#, 1.0).await;
+    let g = wait_series(gw.admin, r#"tassis_gateway_connections{kind="authenticated"}"#, 1.0).await;
+    for (line, want) in [
+        (r#"tassis_gateway_connections{kind="authenticated"}"#, 1.0),
+        (r#"tassis_gateway_connections{kind="anonymous"}"#, 1.0),
+        (r#"tassis_gateway_logins_total{outcome="ok"}"#, 3.0),
+        (r#"tassis_gateway_logins_total{outcome="refused"}"#, 1.0),
+        (r#"tassis_gateway_operations_total{op="send",outcome="ok"}"#, 2.0),
+        (
+            r#"tassis_gateway_operations_total{op="send",outcome="unknown_device"}"#,
+            1.0,
+        ),
+        (r#"tassis_gateway_operations_total{op="register",outcome="ok"}"#, 1.0),
+        (r#"tassis_gateway_deliveries_total{event="pushed"}"#, 3.0),
+        (r#"tassis_gateway_deliveries_total{event="acked"}"#, 2.0),
+        ("tassis_gateway_enqueue_to_delivery_seconds_count", 3.0),
+        ("tassis_gateway_rate_limited_total", 0.0),
+        ("tassis_gateway_delivery_streams", 1.0),
+        ("tassis_gateway_messaging_replicas", 1.0),
+        ("tassis_gateway_delivery_stream_reconnects_total", 0.0),
+    ] {
+        assert_eq!(series(&g, line), Some(want), "{line} in:\n{g}");
+    }
+
+    let k = scrape(ks.admin).await;
+    for (line, want) in [
+        (r#"tassis_keystore_backend_seconds_count{op="register"}"#, 1.0),
+        (r#"tassis_keystore_backend_errors_total{op="register"}"#, 0.0),
+    ] {
+        assert_eq!(series(&k, line).unwrap_or(0.0), want, "{line} in:\n{k}");
+    }
+    drop(bad);
+}
