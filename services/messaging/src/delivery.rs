@@ -201,6 +201,31 @@ async fn fail(out: &Outbound, subscription_id: u64, reason: &str) {
         .await;
 }
 
+/// How long a subscription rides out a failing backend (a slot migration, a failover) before it
+/// gives up and tells the gateway, which then asks the client to reconnect.
+pub const BACKEND_RETRY_BUDGET: std::time::Duration = std::time::Duration::from_secs(15);
+
+/// Runs `op` until it succeeds, retrying with backoff for up to [`BACKEND_RETRY_BUDGET`]:
+/// messages are durable, so a transient backend failure only delays delivery.
+async fn retrying<T, F, Fut>(mut op: F) -> Result<T, MessagingError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, MessagingError>>,
+{
+    let deadline = tokio::time::Instant::now() + BACKEND_RETRY_BUDGET;
+    let mut pause = std::time::Duration::from_millis(20);
+    loop {
+        match op().await {
+            Err(MessagingError::Unavailable(e)) if tokio::time::Instant::now() < deadline => {
+                tracing::debug!(error = %e, "backend unavailable for a subscription; retrying");
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(1));
+            }
+            other => return other,
+        }
+    }
+}
+
 /// Delivers one device's queue to one subscription until cancelled.
 #[allow(clippy::too_many_arguments)] // one task's whole state, passed once at spawn
 async fn serve_subscription(
@@ -215,12 +240,12 @@ async fn serve_subscription(
 ) {
     let run = async {
         // Watch before reading, so nothing enqueued in between goes unannounced.
-        let mut watch = backend.watch(&device).await?;
+        let mut watch = retrying(|| backend.watch(&device)).await?;
         let mut last: Option<MessageId> = None;
         // Messages found queued at subscribe, counted until the first short read.
         let mut backlog = Some(0usize);
         loop {
-            let msgs = backend.read(&device, last, batch).await?;
+            let msgs = retrying(|| backend.read(&device, last, batch)).await?;
             let full = msgs.len() == batch;
             if let Some(n) = backlog.as_mut() {
                 *n += msgs.len();
@@ -265,7 +290,7 @@ async fn serve_subscription(
             if !watch.changed().await {
                 // The backend dropped our subscription (e.g. its pub/sub connection was reset):
                 // subscribe again and re-read, which catches anything announced meanwhile.
-                watch = backend.watch(&device).await?;
+                watch = retrying(|| backend.watch(&device)).await?;
             }
         }
     };
