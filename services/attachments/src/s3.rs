@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tracing::Instrument;
 
 use aws_sdk_s3::Client;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, ProvideCredentials, Region, SharedCredentialsProvider};
@@ -104,7 +105,14 @@ impl S3Store {
 
     /// HeadBucket: the bucket exists, is reachable, and these credentials may use it.
     pub async fn check_bucket(&self) -> Result<(), AttachmentsError> {
-        let err = match self.client.head_bucket().bucket(&self.settings.bucket).send().await {
+        let err = match self
+            .client
+            .head_bucket()
+            .bucket(&self.settings.bucket)
+            .send()
+            .instrument(s3_span("HeadBucket"))
+            .await
+        {
             Ok(_) => return Ok(()),
             Err(e) => e,
         };
@@ -163,6 +171,7 @@ impl S3Store {
             .get_bucket_lifecycle_configuration()
             .bucket(bucket)
             .send()
+            .instrument(s3_span("GetBucketLifecycleConfiguration"))
             .await
         {
             Ok(out) => out.rules.unwrap_or_default(),
@@ -182,6 +191,7 @@ impl S3Store {
             .bucket(bucket)
             .lifecycle_configuration(config)
             .send()
+            .instrument(s3_span("PutBucketLifecycleConfiguration"))
             .await
             .map_err(|e| fail("write", describe(&e)))?;
         tracing::info!(bucket = %bucket, days, rule = LIFECYCLE_RULE_ID, "lifecycle rule applied");
@@ -214,7 +224,8 @@ impl S3Store {
 #[async_trait::async_trait]
 impl UploadSigner for S3Store {
     async fn authorize(&self, max_size: u64) -> Result<UploadAuthorization, AttachmentsError> {
-        let creds = self.credentials.get().await?;
+        let creds = self.credentials.get().instrument(s3_span("credentials")).await?;
+        let _span = s3_span("sign PostObject policy").entered();
         let signed_at = whole_seconds(SystemTime::now());
         let mut expires_at = signed_at + self.settings.upload_expiry;
         // A policy cannot outlive the (temporary) credentials that signed it.
@@ -244,7 +255,15 @@ impl UploadSigner for S3Store {
 
     async fn download_url(&self, key: &str) -> Result<String, AttachmentsError> {
         let bucket = &self.settings.bucket;
-        match self.client.head_object().bucket(bucket).key(key).send().await {
+        match self
+            .client
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .instrument(s3_span("HeadObject"))
+            .await
+        {
             Ok(_) => {}
             Err(SdkError::ServiceError(se)) if se.err().is_not_found() || se.raw().status().as_u16() == 404 => {
                 return Err(AttachmentsError::NotFound("no such attachment".into()));
@@ -262,6 +281,7 @@ impl UploadSigner for S3Store {
             .bucket(bucket)
             .key(key)
             .presigned(PresigningConfig::expires_in(DOWNLOAD_URL_TTL).expect("valid duration"))
+            .instrument(s3_span("presign GetObject"))
             .await
             .map_err(|e| {
                 tracing::warn!(error = %DisplayErrorContext(&e), key, "presigning GET failed");
@@ -477,4 +497,16 @@ mod tests {
         assert_eq!(got, vec![other.clone(), rule(LIFECYCLE_RULE_ID, 30)]);
         assert_eq!(merge_lifecycle(vec![other, rule(LIFECYCLE_RULE_ID, 30)], 30), None);
     }
+}
+
+/// A client span for one S3 call (no keys or bucket contents in it).
+fn s3_span(method: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "s3",
+        otel.name = %format!("s3 {method}"),
+        otel.kind = "client",
+        rpc.system = "aws-api",
+        rpc.service = "S3",
+        rpc.method = method,
+    )
 }
