@@ -450,6 +450,18 @@ pub async fn signer(
     }
 }
 
+/// A client span for one S3 call (no keys or bucket contents in it).
+fn s3_span(method: &'static str) -> tracing::Span {
+    tracing::info_span!(
+        "s3",
+        otel.name = %format!("s3 {method}"),
+        otel.kind = "client",
+        rpc.system = "aws-api",
+        rpc.service = "S3",
+        rpc.method = method,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -497,16 +509,4 @@ mod tests {
         assert_eq!(got, vec![other.clone(), rule(LIFECYCLE_RULE_ID, 30)]);
         assert_eq!(merge_lifecycle(vec![other, rule(LIFECYCLE_RULE_ID, 30)], 30), None);
     }
-}
-
-/// A client span for one S3 call (no keys or bucket contents in it).
-fn s3_span(method: &'static str) -> tracing::Span {
-    tracing::info_span!(
-        "s3",
-        otel.name = %format!("s3 {method}"),
-        otel.kind = "client",
-        rpc.system = "aws-api",
-        rpc.service = "S3",
-        rpc.method = method,
-    )
 }

@@ -3,11 +3,9 @@
 //! (`<backend> <op>`, e.g. `redis request_pre_keys`). Spans carry no keys or addresses.
 
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry};
-use tracing::Instrument;
 
 use crate::backend::{PreKeyBundle, RegisterLimits};
 use crate::{DeviceStatus, KeyBackend, KeystoreError, RegisterOutcome};
@@ -65,28 +63,15 @@ impl Instrumented {
         op: &'static str,
         f: impl std::future::Future<Output = Result<T, KeystoreError>>,
     ) -> Result<T, KeystoreError> {
-        let system = self.inner.kind();
-        let span = tracing::info_span!(
-            "backend",
-            otel.name = %format!("{system} {op}"),
-            otel.kind = "client",
-            db.system = system,
-            db.operation = op,
-            otel.status_code = tracing::field::Empty,
-        );
-        let start = Instant::now();
-        let res = f.instrument(span.clone()).await;
-        self.metrics
-            .backend_seconds
-            .with_label_values(&[op])
-            .observe(start.elapsed().as_secs_f64());
-        if let Err(e) = &res {
-            span.record("otel.status_code", "ERROR");
-            if matches!(e, KeystoreError::Unavailable(_)) {
-                self.metrics.backend_errors.with_label_values(&[op]).inc();
-            }
-        }
-        res
+        tassis_runtime::telemetry::backend_call(
+            self.inner.kind(),
+            op,
+            &self.metrics.backend_seconds,
+            &self.metrics.backend_errors,
+            |e| matches!(e, KeystoreError::Unavailable(_)),
+            f,
+        )
+        .await
     }
 }
 

@@ -5,12 +5,10 @@
 use std::collections::HashSet;
 use std::hash::{Hash, Hasher};
 use std::sync::Arc;
-use std::time::Instant;
 
 use bytes::Bytes;
 use parking_lot::Mutex;
 use prometheus::{Histogram, HistogramOpts, HistogramVec, IntCounter, IntGauge, Registry};
-use tracing::Instrument;
 
 use crate::{DeviceAddress, MessageId, MessagingError, QueueBackend, StoredMessage, Watch};
 
@@ -156,28 +154,15 @@ impl Instrumented {
         op: &'static str,
         f: impl std::future::Future<Output = Result<T, MessagingError>>,
     ) -> Result<T, MessagingError> {
-        let system = self.inner.kind();
-        let span = tracing::info_span!(
-            "backend",
-            otel.name = %format!("{system} {op}"),
-            otel.kind = "client",
-            db.system = system,
-            db.operation = op,
-            otel.status_code = tracing::field::Empty,
-        );
-        let start = Instant::now();
-        let res = f.instrument(span.clone()).await;
-        self.metrics
-            .backend_seconds
-            .with_label_values(&[op])
-            .observe(start.elapsed().as_secs_f64());
-        if let Err(e) = &res {
-            span.record("otel.status_code", "ERROR");
-            if !matches!(e, MessagingError::UnknownDevice | MessagingError::InvalidRequest(_)) {
-                self.metrics.backend_errors.with_label_values(&[op]).inc();
-            }
-        }
-        res
+        tassis_runtime::telemetry::backend_call(
+            self.inner.kind(),
+            op,
+            &self.metrics.backend_seconds,
+            &self.metrics.backend_errors,
+            |e| !matches!(e, MessagingError::UnknownDevice | MessagingError::InvalidRequest(_)),
+            f,
+        )
+        .await
     }
 }
 

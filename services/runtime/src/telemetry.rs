@@ -175,6 +175,39 @@ pub fn grpc_server_span(req: &http::Request<()>) -> tracing::Span {
     span
 }
 
+/// Runs one storage-backend call of a service in a client span (`<system> <op>`, e.g.
+/// `redis enqueue`; no keys or addresses in it), times it into `seconds{op}`, and counts it in
+/// `errors{op}` when it fails in a way `is_backend_failure` says is the backend's fault (not a
+/// refused request).
+pub async fn backend_call<T, E>(
+    system: &'static str,
+    op: &'static str,
+    seconds: &prometheus::HistogramVec,
+    errors: &prometheus::IntCounterVec,
+    is_backend_failure: fn(&E) -> bool,
+    call: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, E> {
+    use tracing::Instrument;
+    let span = tracing::info_span!(
+        "backend",
+        otel.name = %format!("{system} {op}"),
+        otel.kind = "client",
+        db.system = system,
+        db.operation = op,
+        otel.status_code = tracing::field::Empty,
+    );
+    let start = std::time::Instant::now();
+    let res = call.instrument(span.clone()).await;
+    seconds.with_label_values(&[op]).observe(start.elapsed().as_secs_f64());
+    if let Err(e) = &res {
+        span.record("otel.status_code", "ERROR");
+        if is_backend_failure(e) {
+            errors.with_label_values(&[op]).inc();
+        }
+    }
+    res
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

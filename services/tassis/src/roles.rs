@@ -117,18 +117,7 @@ impl Role {
                 gateway.validate()?;
                 let p = Process::start(&common, "gateway").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
-                p.ready_when_serving(listener.local_addr()?);
-                tassis_gateway::serve(
-                    gateway,
-                    upstream,
-                    listener,
-                    p.health.clone(),
-                    p.registry.clone(),
-                    p.shutdown.clone(),
-                    common.shutdown_grace,
-                )
-                .await?;
-                Ok(())
+                p.serve_gateway(gateway, upstream, listener, &common).await
             }
             Role::Keystore {
                 common,
@@ -229,6 +218,28 @@ impl Process {
             registry,
             admin,
         })
+    }
+
+    /// Runs the gateway on `listener` until the drain completes, logging the ready line.
+    async fn serve_gateway(
+        &self,
+        gateway: GatewayConfig,
+        upstream: UpstreamArgs,
+        listener: tokio::net::TcpListener,
+        common: &CommonArgs,
+    ) -> Result<()> {
+        self.ready_when_serving(listener.local_addr()?);
+        tassis_gateway::serve(
+            gateway,
+            upstream,
+            listener,
+            self.health.clone(),
+            self.registry.clone(),
+            self.shutdown.clone(),
+            common.shutdown_grace,
+        )
+        .await?;
+        Ok(())
     }
 
     /// Logs the one "ready" line once the role's health turns ready.
@@ -338,18 +349,9 @@ async fn standalone(
         messaging_port_name: "grpc".into(),
         attachments: format!("http://{at_addr}"),
     };
-    p.ready_when_serving(listener.local_addr()?);
-    tassis_gateway::serve(
-        gateway,
-        upstream,
-        listener,
-        p.health.clone(),
-        p.registry.clone(),
-        p.shutdown.clone(),
-        common.shutdown_grace,
-    )
-    .await
-    .context("gateway")?;
+    p.serve_gateway(gateway, upstream, listener, &common)
+        .await
+        .context("gateway")?;
     internal.trigger();
     for (name, h) in [("keystore", ks), ("messaging", ms), ("attachments", at)] {
         match tokio::time::timeout(common.shutdown_grace, h).await {
