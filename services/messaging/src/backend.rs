@@ -18,6 +18,14 @@ pub struct DeviceAddress {
 pub struct StoredMessage {
     pub id: MessageId,
     pub payload: Bytes,
+    /// W3C `traceparent` of the enqueue, when it was traced: the delivery continues that trace,
+    /// so one trace covers a message from send to delivery. Carries no sender information.
+    pub trace: Option<String>,
+}
+
+/// The `traceparent` of the current span, if it is being traced (stored with enqueued messages).
+pub fn current_traceparent() -> Option<String> {
+    tassis_runtime::telemetry::current_context().remove("traceparent")
 }
 
 /// Retention limits applied by a backend.

@@ -265,6 +265,11 @@ async fn serve_subscription(
                     messaging.message.id = %m.id,
                     messaging.backlog = backlog.is_some(),
                 );
+                // Continue the trace of the message's enqueue, so send and delivery are one trace.
+                if let Some(tp) = &m.trace {
+                    let carrier = std::collections::HashMap::from([("traceparent".to_string(), tp.clone())]);
+                    tassis_runtime::telemetry::set_parent_from(&span, &carrier);
+                }
                 let trace_context = span.in_scope(tassis_runtime::telemetry::current_context);
                 let ev = DeliveryEvent {
                     event: Some(delivery_event::Event::Delivery(Delivery {

@@ -121,7 +121,11 @@ impl QueueBackend for MemoryQueues {
         let q = queues.entry(to.clone()).or_default();
         let id = MessageId::next_after(q.last_id, now);
         q.last_id = Some(id);
-        q.entries.push_back(StoredMessage { id, payload });
+        q.entries.push_back(StoredMessage {
+            id,
+            payload,
+            trace: crate::backend::current_traceparent(),
+        });
         q.trim(&self.retention, now);
         if let Some(n) = &q.notify {
             n.send_modify(|v| *v = v.wrapping_add(1));

@@ -51,11 +51,20 @@ use crate::{MessageId, MessagingError};
 /// The stream field holding the payload.
 const PAYLOAD_FIELD: &str = "p";
 
+/// The stream field holding the enqueue's W3C traceparent (absent when not traced).
+const TRACE_FIELD: &str = "t";
+
 /// KEYS: the keystore's devices hash, the queue. ARGV: device id, payload, cap, max age (ms),
-/// notification channel. Returns the new entry id, or nil when the device is not registered.
+/// notification channel, traceparent (empty when not traced). Returns the new entry id, or nil
+/// when the device is not registered.
 const ENQUEUE: &str = r#"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
-local id = redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '*', 'p', ARGV[2])
+local id
+if ARGV[6] ~= '' then
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '*', 'p', ARGV[2], 't', ARGV[6])
+else
+  id = redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '*', 'p', ARGV[2])
+end
 local ms = tonumber(string.match(id, '^(%d+)-'))
 local max_age = tonumber(ARGV[4])
 if ms > max_age then redis.call('XTRIM', KEYS[2], 'MINID', string.format('%.0f', ms - max_age)) end
@@ -163,13 +172,16 @@ fn parse_entry(entry: Value) -> Result<StoredMessage, MessagingError> {
         other => return Err(bad_reply("XRANGE", &other)),
     };
     let mut fields = fields.into_iter();
+    let (mut payload, mut trace) = (None, None);
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         if name.as_bytes() == Some(PAYLOAD_FIELD.as_bytes()) {
-            let payload = value_bytes(value).ok_or_else(|| bad_reply("XRANGE", &"a non-string payload"))?;
-            return Ok(StoredMessage { id, payload });
+            payload = Some(value_bytes(value).ok_or_else(|| bad_reply("XRANGE", &"a non-string payload"))?);
+        } else if name.as_bytes() == Some(TRACE_FIELD.as_bytes()) {
+            trace = value.as_string();
         }
     }
-    Err(bad_reply("XRANGE", &format!("entry {id} without a payload")))
+    let payload = payload.ok_or_else(|| bad_reply("XRANGE", &format!("entry {id} without a payload")))?;
+    Ok(StoredMessage { id, payload, trace })
 }
 
 #[async_trait::async_trait]
@@ -187,6 +199,7 @@ impl QueueBackend for RedisQueues {
             Value::Integer(i64::try_from(self.retention.max_queue_len).unwrap_or(i64::MAX)),
             Value::Integer(i64::try_from(self.max_age_ms()).unwrap_or(i64::MAX)),
             Value::String(keys::notify_channel(ik, dev).into()),
+            Value::String(crate::backend::current_traceparent().unwrap_or_default().into()),
         ];
         let reply: Value = self
             .enqueue

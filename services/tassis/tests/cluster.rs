@@ -440,7 +440,12 @@ async fn messaging_replica_drains_on_sigterm_and_gateways_move_on() {
         )
         .await;
         let want: BTreeSet<Vec<u8>> = [format!("after {i}").into_bytes()].into();
-        receive_all(&dev.conn, &want, &prefixed("after ")).await;
+        // An ack still in flight when the replica drained is lost with its stream, so the
+        // acked "before" message may come again (at-least-once); nothing may be missing.
+        receive_all(&dev.conn, &want, &|p: &[u8]| {
+            p.starts_with(b"after ") || p.starts_with(b"before ")
+        })
+        .await;
     }
     replica.clear();
 }

@@ -215,19 +215,23 @@ async fn one_message_is_one_trace_across_gateway_and_messaging() {
         }
     }
 
-    // The delivery: messaging's delivery span and the gateway's push to the client share a trace.
+    // The delivery continues the send's trace: messaging's delivery span and the gateway's push
+    // to the client carry the send's trace id, so one trace covers the message end to end.
+    let send_trace = send_trace.clone();
     receiver
-        .wait_for("the delivery's trace in messaging and gateway", |spans| {
-            trace_ids(spans, "tassis-messaging", "messaging deliver")
-                .iter()
-                .any(|t| {
-                    spans
-                        .iter()
-                        .any(|s| s.service == "tassis-gateway" && s.name == "gateway push" && &s.trace_id == t)
-                })
+        .wait_for("the delivery in the send's trace, in messaging and gateway", |spans| {
+            in_trace_named(spans, "tassis-messaging", "messaging deliver", &send_trace)
+                && in_trace_named(spans, "tassis-gateway", "gateway push", &send_trace)
         })
         .await;
     drop((ks, ms, at, gw));
+}
+
+/// Whether `service` exported a span called `name` in `trace`.
+fn in_trace_named(spans: &[Span], service: &str, name: &str, trace: &[u8]) -> bool {
+    spans
+        .iter()
+        .any(|s| s.service == service && s.name == name && s.trace_id == trace)
 }
 
 /// Value of one series line (`name{labels} value`) in a /metrics body.
