@@ -115,7 +115,9 @@ impl Gateway {
                 _ = ctx.shutdown.wait() => break,
                 a = listener.accept() => a,
             };
-            let (stream, peer) = match accepted {
+            // The peer address is deliberately dropped: an anonymous sender's address must not
+            // reach logs, spans or metrics (sender anonymity).
+            let (stream, _peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Usually EMFILE: back off briefly instead of spinning.
@@ -128,7 +130,6 @@ impl Gateway {
             let permit = slots.clone().try_acquire_owned().ok();
             let ctx = ctx.clone();
             tracker.spawn(async move {
-                tracing::trace!(%peer, "accepted");
                 handle(ctx, stream, permit.is_some()).await;
                 drop(permit);
             });
