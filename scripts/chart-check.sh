@@ -129,7 +129,9 @@ tassis_bin=${CHART_CHECK_BIN:-}
 if [[ -z "$tassis_bin" ]]; then
   log "cargo build -p tassis (for the flag check)"
   cargo build --quiet -p tassis
-  tassis_bin=target/debug/tassis
+  # Wherever cargo puts it (CARGO_TARGET_DIR, .cargo/config).
+  target_dir=$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+  tassis_bin="$target_dir/debug/tassis"
 fi
 if [[ "$tassis_bin" == skip ]]; then
   log "flag check skipped (CHART_CHECK_BIN=skip)"
