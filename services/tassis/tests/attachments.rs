@@ -473,18 +473,7 @@ async fn split_attachments_role_with_s3() {
     let at = Process::start_with_env(BIN, "attachments", &args, &s3.aws_env());
     let ks = Process::start(BIN, "keystore", &[]);
     let ms = Process::start(BIN, "messaging", &["--keystore", &ks.grpc_url()]);
-    let gw = Process::start(
-        BIN,
-        "gateway",
-        &[
-            "--keystore",
-            &ks.grpc_url(),
-            "--messaging",
-            &ms.grpc_url(),
-            "--attachments",
-            &at.grpc_url(),
-        ],
-    );
+    let gw = gateway_for(&ks, &ms, &at, &[]);
     let a = one(&gw.ws_url()).await;
     let key = key_of(&a).to_string();
     assert_eq!(a.download_url, format!("https://chat.example.com/attachments/{key}"));

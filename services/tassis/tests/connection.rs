@@ -166,18 +166,7 @@ async fn split_roles_as_separate_processes() {
     let ks = Process::start(BIN, "keystore", &[]);
     let ms = Process::start(BIN, "messaging", &["--keystore", &ks.grpc_url()]);
     let at = Process::start(BIN, "attachments", &["--max-attachment-size", "12345"]);
-    let gw = Process::start(
-        BIN,
-        "gateway",
-        &[
-            "--keystore",
-            &ks.grpc_url(),
-            "--messaging",
-            &ms.grpc_url(),
-            "--attachments",
-            &at.grpc_url(),
-        ],
-    );
+    let gw = gateway_for(&ks, &ms, &at, &[]);
     let url = gw.ws_url();
     let d = registered(&url, Identity::generate_curve25519(), b"d", 3).await;
     assert_eq!(d.conn.configuration().max_attachment_size, 12345);

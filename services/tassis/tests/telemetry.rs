@@ -146,19 +146,7 @@ async fn one_message_is_one_trace_across_gateway_and_messaging() {
     let ks = Process::start_with_env(BIN, "keystore", &[], &env);
     let ms = Process::start_with_env(BIN, "messaging", &["--keystore", &ks.grpc_url()], &env);
     let at = Process::start_with_env(BIN, "attachments", &[], &env);
-    let gw = Process::start_with_env(
-        BIN,
-        "gateway",
-        &[
-            "--keystore",
-            &ks.grpc_url(),
-            "--messaging",
-            &ms.grpc_url(),
-            "--attachments",
-            &at.grpc_url(),
-        ],
-        &env,
-    );
+    let gw = gateway_for(&ks, &ms, &at, &env);
     let url = gw.ws_url();
     let d = registered(&url, Identity::generate_ed25519(), b"d", 1).await;
     let a = anon(&url).await;
@@ -270,18 +258,7 @@ async fn metrics_after_a_scripted_session() {
     let ks = Process::start(BIN, "keystore", &[]);
     let ms = Process::start(BIN, "messaging", &["--keystore", &ks.grpc_url()]);
     let at = Process::start(BIN, "attachments", &[]);
-    let gw = Process::start(
-        BIN,
-        "gateway",
-        &[
-            "--keystore",
-            &ks.grpc_url(),
-            "--messaging",
-            &ms.grpc_url(),
-            "--attachments",
-            &at.grpc_url(),
-        ],
-    );
+    let gw = gateway_for(&ks, &ms, &at, &[]);
     let url = gw.ws_url();
 
     // A device registers and goes away; two messages wait for it.

@@ -12,6 +12,17 @@ use tassis_e2e::Process;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tassis");
 
+/// Starts a gateway wired to separately running keystore, messaging and attachments processes.
+pub fn gateway_for(ks: &Process, ms: &Process, at: &Process, env: &[(&str, &str)]) -> Process {
+    let (ks, ms, at) = (ks.grpc_url(), ms.grpc_url(), at.grpc_url());
+    Process::start_with_env(
+        BIN,
+        "gateway",
+        &["--keystore", &ks, "--messaging", &ms, "--attachments", &at],
+        env,
+    )
+}
+
 /// Starts a standalone server with extra flags.
 pub fn standalone(args: &[&str]) -> Process {
     Process::start(BIN, "standalone", args)
