@@ -189,7 +189,7 @@ role's `config` with the same variable replaces the chart's value instead of dup
 {{- if eq $role "messaging" }}
 {{- $env = append $env (list "TASSIS_KEYSTORE" $ks) }}
 {{- end }}
-{{- if and (has $role (list "keystore" "messaging")) (include "tassis.redisConfigured" $root) }}
+{{- if and (has $role (list "gateway" "keystore" "messaging")) (include "tassis.redisConfigured" $root) }}
 {{- if not $root.Values.redis.urlSecretKey }}
 {{- $env = append $env (list "TASSIS_REDIS_URL" $root.Values.redis.url) }}
 {{- end }}
@@ -224,7 +224,7 @@ role's `config` with the same variable replaces the chart's value instead of dup
   value: {{ index . 1 | quote }}
 {{- end }}
 {{- end }}
-{{- if and (has $role (list "keystore" "messaging")) $root.Values.redis.urlSecretKey (not (hasKey $config "TASSIS_REDIS_URL")) }}
+{{- if and (has $role (list "gateway" "keystore" "messaging")) $root.Values.redis.urlSecretKey (not (hasKey $config "TASSIS_REDIS_URL")) }}
 - name: TASSIS_REDIS_URL
   valueFrom:
     secretKeyRef:

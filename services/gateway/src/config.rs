@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use tassis_ratelimit::quota::Limit;
 use tassis_runtime::config::{ensure, parse_duration, parse_size};
 
 #[derive(Clone, Debug, clap::Args)]
@@ -68,6 +69,38 @@ pub struct GatewayConfig {
     /// Deadline for each call to an internal service.
     #[arg(long, env = "TASSIS_UPSTREAM_TIMEOUT", default_value = "10s", value_parser = parse_duration)]
     pub upstream_timeout: Duration,
+
+    /// New connections from one client address (IPv6: one /64), shared by all gateways.
+    /// `N/period` (a burst of N, refilled at N per period) or `off`.
+    #[arg(long, env = "TASSIS_RATE_CONNECTIONS_PER_IP", default_value = "600/1m")]
+    pub rate_connections_per_ip: Limit,
+
+    /// Requests on one connection (everything but acks).
+    #[arg(long, env = "TASSIS_RATE_REQUESTS_PER_CONNECTION", default_value = "1200/1m")]
+    pub rate_requests_per_connection: Limit,
+
+    /// Messages to one recipient device, from all senders, shared by all gateways.
+    #[arg(long, env = "TASSIS_RATE_SENDS_PER_DEVICE", default_value = "600/1m")]
+    pub rate_sends_per_device: Limit,
+
+    /// Prekey requests for one identity, from all clients, shared by all gateways.
+    #[arg(long, env = "TASSIS_RATE_PREKEY_FETCHES_PER_IDENTITY", default_value = "60/1m")]
+    pub rate_prekey_fetches_per_identity: Limit,
+
+    /// Upload authorizations asked for on one connection (a request counts numRequested, at most
+    /// the limit's N).
+    #[arg(
+        long,
+        env = "TASSIS_RATE_UPLOAD_AUTHORIZATIONS_PER_CONNECTION",
+        default_value = "100/1m"
+    )]
+    pub rate_upload_authorizations_per_connection: Limit,
+
+    /// HTTP header of the WebSocket handshake naming the client's address, set by a trusted proxy
+    /// in front of the gateways (such as X-Forwarded-For; its last entry is used). Unset: the TCP
+    /// peer address. Only set this when every connection comes through that proxy.
+    #[arg(long, env = "TASSIS_CLIENT_IP_HEADER")]
+    pub client_ip_header: Option<String>,
 }
 
 impl Default for GatewayConfig {
@@ -88,6 +121,12 @@ impl Default for GatewayConfig {
             prekeys_low_watermark: 10,
             prekeys_requested: 20,
             upstream_timeout: Duration::from_secs(10),
+            rate_connections_per_ip: Limit::per(600, Duration::from_secs(60)),
+            rate_requests_per_connection: Limit::per(1200, Duration::from_secs(60)),
+            rate_sends_per_device: Limit::per(600, Duration::from_secs(60)),
+            rate_prekey_fetches_per_identity: Limit::per(60, Duration::from_secs(60)),
+            rate_upload_authorizations_per_connection: Limit::per(100, Duration::from_secs(60)),
+            client_ip_header: None,
         }
     }
 }
@@ -127,6 +166,12 @@ impl GatewayConfig {
         })?;
         ensure(self.prekeys_requested >= 1, || {
             "--prekeys-requested must be at least 1".into()
-        })
+        })?;
+        if let Some(h) = &self.client_ip_header {
+            ensure(http::HeaderName::from_bytes(h.as_bytes()).is_ok(), || {
+                format!("--client-ip-header '{h}' is not an HTTP header name")
+            })?;
+        }
+        Ok(())
     }
 }

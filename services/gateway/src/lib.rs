@@ -15,6 +15,7 @@ pub mod connection;
 pub mod delivery;
 pub mod download;
 pub mod error;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod ops;

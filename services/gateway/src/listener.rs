@@ -16,6 +16,8 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+use tassis_ratelimit::Limiter;
+
 use crate::GatewayConfig;
 use crate::auth::Schemes;
 use crate::connection::{close_frame, drain, spawn_writer};
@@ -33,6 +35,8 @@ pub struct Ctx {
     pub metrics: Metrics,
     pub schemes: Schemes,
     pub shutdown: Shutdown,
+    /// Rate-limit buckets (shared through Redis when configured).
+    pub limiter: Arc<Limiter>,
 }
 
 /// A gateway ready to accept.
@@ -49,6 +53,7 @@ impl Gateway {
         upstream: &UpstreamArgs,
         registry: &prometheus::Registry,
         shutdown: Shutdown,
+        limiter: Arc<Limiter>,
     ) -> Result<Self, tassis_runtime::RuntimeError> {
         config.validate()?;
         let metrics = Metrics::new(registry);
@@ -67,6 +72,7 @@ impl Gateway {
                 metrics,
                 schemes,
                 shutdown,
+                limiter,
             }),
         })
     }
@@ -115,9 +121,9 @@ impl Gateway {
                 _ = ctx.shutdown.wait() => break,
                 a = listener.accept() => a,
             };
-            // The peer address is deliberately dropped: an anonymous sender's address must not
-            // reach logs, spans or metrics (sender anonymity).
-            let (stream, _peer) = match accepted {
+            // The peer address only keys the per-address connection limit (hashed): an anonymous
+            // sender's address must not reach logs, spans or metrics (sender anonymity).
+            let (stream, peer) = match accepted {
                 Ok(a) => a,
                 Err(e) => {
                     // Usually EMFILE: back off briefly instead of spinning.
@@ -130,7 +136,7 @@ impl Gateway {
             let permit = slots.clone().try_acquire_owned().ok();
             let ctx = ctx.clone();
             tracker.spawn(async move {
-                handle(ctx, stream, permit.is_some()).await;
+                handle(ctx, stream, peer.ip(), permit.is_some()).await;
                 drop(permit);
             });
         }
@@ -151,7 +157,7 @@ pub fn path_allowed(path: &str) -> bool {
     matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty())
 }
 
-async fn handle(ctx: Arc<Ctx>, stream: TcpStream, has_slot: bool) {
+async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: std::net::IpAddr, has_slot: bool) {
     match crate::download::route(&stream, ctx.config.handshake_timeout).await {
         crate::download::Route::WebSocket => {}
         crate::download::Route::Download => return crate::download::serve(ctx, stream, has_slot).await,
@@ -164,8 +170,16 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, has_slot: bool) {
         .read_buffer_size(4096)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * cfg.max_frame_size as usize + 1024 * 1024);
+    let mut forwarded: Option<String> = None;
     #[allow(clippy::result_large_err)]
     let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+        if let Some(h) = &cfg.client_ip_header {
+            forwarded = req
+                .headers()
+                .get(h.as_str())
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned);
+        }
         if path_allowed(req.uri().path()) {
             Ok(resp)
         } else {
@@ -202,20 +216,32 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, has_slot: bool) {
         }
         return;
     }
+    let ip = crate::limits::client_ip(peer, forwarded.as_deref());
+    let key = crate::limits::address_key(ip);
+    let kind = crate::limits::Kind::ConnectionsPerIp;
+    if let Err(e) = crate::limits::shared(&ctx, kind, &cfg.rate_connections_per_ip, &key).await {
+        let error = tassis_proto::tassis::message::Payload::Error(tassis_proto::tassis::Error {
+            name: e.name.as_str().into(),
+            description: e.description,
+        });
+        if out.send(crate::connection::frame(0, error)).await.is_ok()
+            && out.send(close_frame(CloseCode::Policy, "rate limited")).await.is_ok()
+        {
+            drain(&mut source).await;
+        }
+        return;
+    }
     Session::new(ctx, out).run(source, failed).await;
 }
 
-/// Builds and runs a gateway on `listener` until shutdown: the whole role, minus process setup.
+/// Runs a built gateway on `listener` until shutdown: the whole role, minus process setup.
 pub async fn serve(
-    config: GatewayConfig,
-    upstream: UpstreamArgs,
+    gw: Gateway,
     listener: TcpListener,
     health: Arc<Health>,
-    registry: prometheus::Registry,
     shutdown: Shutdown,
     grace: Duration,
 ) -> Result<(), tassis_runtime::RuntimeError> {
-    let gw = Gateway::new(config, &upstream, &registry, shutdown.clone())?;
     if !gw.prepare().await? {
         return Ok(());
     }

@@ -15,8 +15,8 @@ pub struct Metrics {
     pub deliveries: IntCounterVec,
     /// Time from enqueue (at messaging) to the push to the client's socket queue.
     pub enqueue_to_delivery: Histogram,
-    /// Client operations refused with `rate_limited`.
-    pub rate_limited: IntCounter,
+    /// Requests and connections refused with `rate_limited`, by limit.
+    pub rate_limited: IntCounterVec,
     /// Open delivery streams to messaging replicas.
     pub delivery_streams: IntGauge,
     /// Messaging replicas in the replica set (connected or not).
@@ -64,9 +64,12 @@ impl Metrics {
                 ]),
             )
             .expect("valid metric"),
-            rate_limited: IntCounter::new(
-                "tassis_gateway_rate_limited_total",
-                "Client operations refused with rate_limited",
+            rate_limited: IntCounterVec::new(
+                Opts::new(
+                    "tassis_gateway_rate_limited_total",
+                    "Requests and connections refused with rate_limited, by limit",
+                ),
+                &["limit"],
             )
             .expect("valid metric"),
             delivery_streams: IntGauge::new(
@@ -94,6 +97,9 @@ impl Metrics {
         }
         for event in ["pushed", "acked"] {
             m.deliveries.with_label_values(&[event]);
+        }
+        for limit in crate::limits::Kind::ALL {
+            m.rate_limited.with_label_values(&[limit.as_str()]);
         }
         for c in [
             Box::new(m.connections.clone()) as Box<dyn prometheus::core::Collector>,

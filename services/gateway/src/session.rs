@@ -19,6 +19,8 @@ use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_util::sync::CancellationToken;
 
+use tassis_ratelimit::Gcra;
+
 use crate::connection::{WsSource, close_frame, drain, frame};
 use crate::delivery::{HubEvent, Subscription};
 use crate::listener::Ctx;
@@ -53,6 +55,10 @@ pub struct Session {
     pub nonce: [u8; 32],
     /// Set once the connection has logged in.
     pub login: Option<LoggedIn>,
+    /// This connection's request bucket (`--rate-requests-per-connection`).
+    pub requests: Gcra,
+    /// This connection's upload-authorization bucket.
+    pub uploads: Gcra,
 }
 
 impl Session {
@@ -63,6 +69,8 @@ impl Session {
             next_seq: 1,
             nonce: rand::random(),
             login: None,
+            requests: Gcra::default(),
+            uploads: Gcra::default(),
         }
     }
 
@@ -207,7 +215,14 @@ impl Session {
         );
         let (op, result) = {
             use tracing::Instrument;
-            ops::dispatch(self, seq, msg.payload).instrument(span.clone()).await
+            // Acks are not requests: they follow deliveries, which the server paces itself.
+            let counted = !matches!(msg.payload, Some(Payload::Ack(_)));
+            let limit = &self.ctx.config.rate_requests_per_connection;
+            let kind = crate::limits::Kind::RequestsPerConnection;
+            match crate::limits::own(&self.ctx, &mut self.requests, kind, limit, counted as u32) {
+                Ok(()) => ops::dispatch(self, seq, msg.payload).instrument(span.clone()).await,
+                Err(e) => (ops::name(msg.payload.as_ref()), Err(e)),
+            }
         };
         let op_name = op.unwrap_or("invalid");
         match result {
@@ -222,9 +237,6 @@ impl Session {
                 span.record("tassis.outcome", e.name.as_str());
                 span.record("otel.status_code", "ERROR");
                 drop(span);
-                if e.name == ErrorName::RateLimited {
-                    self.ctx.metrics.rate_limited.inc();
-                }
                 self.ctx
                     .metrics
                     .operations

@@ -40,9 +40,9 @@ impl fmt::Debug for Quota {
 impl fmt::Display for Quota {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let p = self.period;
-        if p.as_secs() % 3600 == 0 && p.subsec_nanos() == 0 && !p.is_zero() {
+        if p.as_secs().is_multiple_of(3600) && p.subsec_nanos() == 0 && !p.is_zero() {
             write!(f, "{}/{}h", self.burst, p.as_secs() / 3600)
-        } else if p.as_secs() % 60 == 0 && p.subsec_nanos() == 0 && !p.is_zero() {
+        } else if p.as_secs().is_multiple_of(60) && p.subsec_nanos() == 0 && !p.is_zero() {
             write!(f, "{}/{}m", self.burst, p.as_secs() / 60)
         } else if p.subsec_nanos() == 0 {
             write!(f, "{}/{}s", self.burst, p.as_secs())

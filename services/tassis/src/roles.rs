@@ -45,6 +45,9 @@ pub enum Role {
         gateway: GatewayConfig,
         #[command(flatten)]
         upstream: UpstreamArgs,
+        /// Redis for the rate-limit buckets all gateways share (unset: each gateway limits alone).
+        #[command(flatten)]
+        redis: RedisArgs,
     },
     /// The keystore gRPC service.
     Keystore {
@@ -113,11 +116,18 @@ impl Role {
                 common,
                 gateway,
                 upstream,
+                redis,
             } => {
                 gateway.validate()?;
+                redis.validate()?;
                 let p = Process::start(&common, "gateway").await?;
+                let limiter = Arc::new(if redis.is_configured() {
+                    tassis_ratelimit::Limiter::shared(tassis_redis::connect(&redis).await?)
+                } else {
+                    tassis_ratelimit::Limiter::local()
+                });
                 let listener = tassis_runtime::bind(common.listen).await?;
-                p.serve_gateway(gateway, upstream, listener, &common).await
+                p.serve_gateway(gateway, upstream, listener, &common, limiter).await
             }
             Role::Keystore {
                 common,
@@ -227,14 +237,14 @@ impl Process {
         upstream: UpstreamArgs,
         listener: tokio::net::TcpListener,
         common: &CommonArgs,
+        limiter: Arc<tassis_ratelimit::Limiter>,
     ) -> Result<()> {
         self.ready_when_serving(listener.local_addr()?);
+        let gw = tassis_gateway::Gateway::new(gateway, &upstream, &self.registry, self.shutdown.clone(), limiter)?;
         tassis_gateway::serve(
-            gateway,
-            upstream,
+            gw,
             listener,
             self.health.clone(),
-            self.registry.clone(),
             self.shutdown.clone(),
             common.shutdown_grace,
         )
@@ -302,16 +312,19 @@ async fn standalone(
     let p = Process::start(&common, "standalone").await?;
     let local = "127.0.0.1:0".parse::<SocketAddr>().expect("literal");
 
-    let (keys, queues): (Arc<dyn KeyBackend>, Arc<dyn QueueBackend>) = if redis.is_configured() {
+    type Backends = (Arc<dyn KeyBackend>, Arc<dyn QueueBackend>, tassis_ratelimit::Limiter);
+    let (keys, queues, limiter): Backends = if redis.is_configured() {
         let r = tassis_redis::connect(&redis).await?;
         (
             Arc::new(RedisKeyStore::new(r.clone())),
-            Arc::new(RedisQueues::new(r, messaging.retention()).await?),
+            Arc::new(RedisQueues::new(r.clone(), messaging.retention()).await?),
+            tassis_ratelimit::Limiter::shared(r),
         )
     } else {
         let keys = Arc::new(MemoryKeyStore::new());
         let regs = Arc::new(InProcessRegistrations(keys.clone()));
-        (keys, Arc::new(MemoryQueues::new(regs, messaging.retention())))
+        let queues = Arc::new(MemoryQueues::new(regs, messaging.retention()));
+        (keys, queues, tassis_ratelimit::Limiter::local())
     };
 
     // The internal services stop only after the gateway has drained its clients.
@@ -349,7 +362,7 @@ async fn standalone(
         messaging_port_name: "grpc".into(),
         attachments: format!("http://{at_addr}"),
     };
-    p.serve_gateway(gateway, upstream, listener, &common)
+    p.serve_gateway(gateway, upstream, listener, &common, Arc::new(limiter))
         .await
         .context("gateway")?;
     internal.trigger();

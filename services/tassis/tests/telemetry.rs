@@ -331,7 +331,7 @@ async fn metrics_after_a_scripted_session() {
         (r#"tassis_gateway_deliveries_total{event="pushed"}"#, 3.0),
         (r#"tassis_gateway_deliveries_total{event="acked"}"#, 2.0),
         ("tassis_gateway_enqueue_to_delivery_seconds_count", 3.0),
-        ("tassis_gateway_rate_limited_total", 0.0),
+        (r#"tassis_gateway_rate_limited_total{limit="sends_per_device"}"#, 0.0),
         ("tassis_gateway_delivery_streams", 1.0),
         ("tassis_gateway_messaging_replicas", 1.0),
         ("tassis_gateway_delivery_stream_reconnects_total", 0.0),

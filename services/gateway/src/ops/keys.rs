@@ -43,6 +43,14 @@ pub async fn unregister(s: &mut Session, seq: u32) -> Result<Flow, GatewayError>
 
 pub async fn request_pre_keys(s: &mut Session, seq: u32, r: RequestPreKeys) -> Result<Flow, GatewayError> {
     tassis_proto::address::check_identity_key(&r.identity_key)?;
+    let limit = &s.ctx.config.rate_prekey_fetches_per_identity;
+    crate::limits::shared(
+        &s.ctx,
+        crate::limits::Kind::PrekeyFetchesPerIdentity,
+        limit,
+        &r.identity_key,
+    )
+    .await?;
     let req = RequestPreKeysRequest {
         identity_key: r.identity_key,
         known_device_ids: r.known_device_ids,

@@ -9,6 +9,10 @@ use crate::{ErrorName, GatewayError};
 
 pub async fn handle(s: &mut Session, seq: u32, m: OutboundMessage) -> Result<Flow, GatewayError> {
     tassis_proto::address::check_address(m.to.as_ref())?;
+    let to = m.to.as_ref().expect("checked");
+    let device = [&to.identity_key[..], &to.device_id[..]].concat();
+    let limit = &s.ctx.config.rate_sends_per_device;
+    crate::limits::shared(&s.ctx, crate::limits::Kind::SendsPerDevice, limit, &device).await?;
     let req = EnqueueRequest {
         to: m.to,
         message: m.unidentified_sender_message,

@@ -14,6 +14,16 @@ pub async fn handle(s: &mut Session, seq: u32, r: RequestUploadAuthorizations) -
             r.num_requested
         )));
     }
+    // Each authorization asked for counts (at most the limit's burst per request).
+    let cost = r.num_requested as u32;
+    let (ctx, limit) = (s.ctx.clone(), &s.ctx.config.rate_upload_authorizations_per_connection);
+    crate::limits::own(
+        &ctx,
+        &mut s.uploads,
+        crate::limits::Kind::UploadAuthorizationsPerConnection,
+        limit,
+        cost,
+    )?;
     let reply = s
         .ctx
         .upstream
