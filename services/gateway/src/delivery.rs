@@ -38,7 +38,9 @@ use tonic::transport::Channel;
 /// What a subscription receives.
 #[derive(Debug)]
 pub enum HubEvent {
-    Delivery(Delivery),
+    /// Boxed: each subscription's queue allocates its first 32 slots up front (see
+    /// `connection::Out`).
+    Delivery(Box<Delivery>),
     /// Messaging could not serve the subscription.
     Failed(String),
 }
@@ -117,7 +119,7 @@ impl Link {
 
     fn route(&self, ev: delivery_event::Event) {
         let (id, hub_ev) = match ev {
-            delivery_event::Event::Delivery(d) => (d.subscription_id, HubEvent::Delivery(d)),
+            delivery_event::Event::Delivery(d) => (d.subscription_id, HubEvent::Delivery(Box::new(d))),
             delivery_event::Event::Failed(f) => (f.subscription_id, HubEvent::Failed(f.reason)),
         };
         let res = {
@@ -410,5 +412,16 @@ impl Drop for Subscription {
         let mut p = self.placement.lock();
         p.closed = true;
         p.link.remove(self.id);
+    }
+}
+
+#[cfg(test)]
+mod size_tests {
+    /// Every connection's queues allocate 32 slots up front; keep the slots small (connection
+    /// density, BENCHMARKS.md).
+    #[test]
+    fn queued_items_stay_small() {
+        assert!(std::mem::size_of::<super::HubEvent>() <= 32);
+        assert_eq!(std::mem::size_of::<crate::connection::Out>(), 8);
     }
 }

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use tassis_ratelimit::Gcra;
 
-use crate::connection::{WsSource, close_frame, drain, frame};
+use crate::connection::{Out, WsSource, close_frame, drain, frame};
 use crate::delivery::{HubEvent, Subscription};
 use crate::listener::Ctx;
 use crate::{ErrorName, GatewayError, ops};
@@ -48,7 +48,7 @@ pub enum Flow {
 pub struct Session {
     pub ctx: Arc<Ctx>,
     /// Frames to the writer task.
-    pub out: mpsc::Sender<WsMessage>,
+    pub out: mpsc::Sender<Out>,
     /// Next server-originated sequence number.
     next_seq: u32,
     /// This connection's login challenge.
@@ -62,7 +62,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub fn new(ctx: Arc<Ctx>, out: mpsc::Sender<WsMessage>) -> Self {
+    pub fn new(ctx: Arc<Ctx>, out: mpsc::Sender<Out>) -> Self {
         Self {
             ctx,
             out,
@@ -144,18 +144,20 @@ impl Session {
                 _ = writer_failed.cancelled() => break,
                 _ = &mut idle => Flow::Close(CloseCode::Normal, "idle timeout"),
                 _ = ping.tick() => {
-                    match self.out.try_send(WsMessage::Ping(Bytes::new())) {
+                    match self.out.try_send(Box::new(WsMessage::Ping(Bytes::new()))) {
                         Ok(()) => Flow::Continue,
                         Err(_) => Flow::Close(CloseCode::Policy, "client is not reading"),
                     }
                 }
-                _ = prekeys.tick(), if self.login.is_some() => ops::prekeys_low::check(&mut self).await,
+                _ = prekeys.tick(), if self.login.is_some() => Box::pin(ops::prekeys_low::check(&mut self)).await,
                 ev = next_delivery(&mut self.login) => self.on_delivery(ev).await,
                 f = source.next() => {
                     idle.as_mut().reset(Instant::now() + cfg.idle_timeout);
                     match f {
                         None => break,
-                        Some(Ok(WsMessage::Binary(data))) => self.on_frame(data).await,
+                        // Boxed: a request's future (gRPC call included) is large and exists only
+                        // while the request runs; an idle connection's task stays small.
+                        Some(Ok(WsMessage::Binary(data))) => Box::pin(self.on_frame(data)).await,
                         Some(Ok(WsMessage::Text(_))) => self.reply_unreadable("text frames are not tassis messages").await,
                         Some(Ok(WsMessage::Close(_))) => break,
                         Some(Ok(_)) => Flow::Continue, // ping (auto-answered), pong, raw frame
