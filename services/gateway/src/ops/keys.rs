@@ -42,7 +42,6 @@ pub async fn unregister(s: &mut Session, seq: u32) -> Result<Flow, GatewayError>
 }
 
 pub async fn request_pre_keys(s: &mut Session, seq: u32, r: RequestPreKeys) -> Result<Flow, GatewayError> {
-    tassis_proto::address::check_identity_key(&r.identity_key)?;
     let limit = &s.ctx.config.rate_prekey_fetches_per_identity;
     crate::limits::shared(
         &s.ctx,

@@ -8,8 +8,7 @@ use crate::session::{Flow, Session};
 use crate::{ErrorName, GatewayError};
 
 pub async fn handle(s: &mut Session, seq: u32, m: OutboundMessage) -> Result<Flow, GatewayError> {
-    tassis_proto::address::check_address(m.to.as_ref())?;
-    let to = m.to.as_ref().expect("checked");
+    let to = m.to.as_ref().expect("checked by ops::check");
     let device = [&to.identity_key[..], &to.device_id[..]].concat();
     let limit = &s.ctx.config.rate_sends_per_device;
     crate::limits::shared(&s.ctx, crate::limits::Kind::SendsPerDevice, limit, &device).await?;

@@ -1,5 +1,5 @@
-//! RequestUploadAuthorizations (any connection): numRequested is validated here first
-//! (`invalid_request`), then the attachments service signs (or answers `unavailable`).
+//! RequestUploadAuthorizations (any connection): numRequested was validated by `ops::check`
+//! (`invalid_request`); the attachments service signs (or answers `unavailable`).
 
 use tassis_proto::attachments_v1::RequestUploadAuthorizationsRequest;
 use tassis_proto::tassis::{RequestUploadAuthorizations, message::Payload};
@@ -8,12 +8,6 @@ use crate::session::{Flow, Session};
 use crate::{ErrorName, GatewayError};
 
 pub async fn handle(s: &mut Session, seq: u32, r: RequestUploadAuthorizations) -> Result<Flow, GatewayError> {
-    if r.num_requested < 1 {
-        return Err(GatewayError::invalid_request(format!(
-            "numRequested must be at least 1, got {}",
-            r.num_requested
-        )));
-    }
     // Each authorization asked for counts (at most the limit's burst per request).
     let cost = r.num_requested as u32;
     let (ctx, limit) = (s.ctx.clone(), &s.ctx.config.rate_upload_authorizations_per_connection);
