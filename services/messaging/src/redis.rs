@@ -39,7 +39,7 @@ use futures::StreamExt;
 use parking_lot::Mutex;
 use tassis_redis::fred::clients::Client;
 use tassis_redis::fred::interfaces::{ClientLike, EventInterface, PubsubInterface, StreamsInterface};
-use tassis_redis::fred::types::{Key, Value};
+use tassis_redis::fred::types::{ClusterHash, CustomCommand, Key, Value};
 use tassis_redis::{Redis, RedisArgs, RedisError, Script, keys};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
@@ -92,6 +92,8 @@ pub struct RedisQueues {
     depth: Script,
     /// New-message notifications over sharded pub/sub.
     notifier: Notifier,
+    /// Replicas (and how long to wait for them) an enqueue must reach before it is acked.
+    replica_acks: Option<(u32, std::time::Duration)>,
 }
 
 impl RedisQueues {
@@ -104,7 +106,15 @@ impl RedisQueues {
             enqueue: Script::new(ENQUEUE),
             depth: Script::new(DEPTH),
             notifier,
+            replica_acks: None,
         })
+    }
+
+    /// Acks an enqueue only once `n` replicas of the queue's master have it (Redis WAIT on the
+    /// connection that wrote it), waiting at most `timeout`.
+    pub fn with_replica_acks(mut self, acks: Option<(u32, std::time::Duration)>) -> Self {
+        self.replica_acks = acks;
+        self
     }
 
     /// Connects (see [`tassis_redis::connect()`]) and builds the queues.
@@ -201,11 +211,21 @@ impl QueueBackend for RedisQueues {
             Value::String(keys::notify_channel(ik, dev).into()),
             Value::String(crate::backend::current_traceparent().unwrap_or_default().into()),
         ];
-        let reply: Value = self
-            .enqueue
-            .run(self.redis.pool(), keys, args)
-            .await
-            .map_err(unavailable)?;
+        let queue_slot = keys::hash_slot(&keys::queue(ik, dev));
+        // One client (one connection per node) for the write and its WAIT: WAIT covers the
+        // writes made earlier on its own connection.
+        let client = self.redis.pool().next();
+        let reply: Value = self.enqueue.run(client, keys, args).await.map_err(unavailable)?;
+        if let (Some((n, timeout)), false) = (self.replica_acks, reply.is_null()) {
+            let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(queue_slot), false);
+            let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
+            let reached: i64 = client.custom(wait, vec![i64::from(n), ms]).await.map_err(unavailable)?;
+            if reached < i64::from(n) {
+                return Err(MessagingError::Unavailable(format!(
+                    "the message reached {reached} of the {n} replicas required within {timeout:?}"
+                )));
+            }
+        }
         match reply {
             Value::Null => Err(MessagingError::UnknownDevice),
             other => other

@@ -463,4 +463,24 @@ mod redis_cluster {
             assert!(announced(w).await, "no notification after the reconnect");
         }
     }
+
+    /// With replica acks required, an enqueue on masters without replicas fails with
+    /// `unavailable` instead of acking a message a failover could lose; with 0 required it is
+    /// acked. (The success path with real replicas: services/tassis/tests/faults.rs, Redis
+    /// master failover.)
+    #[tokio::test]
+    async fn replica_acks_refuse_what_no_replica_has() {
+        let (f, redis, _ks) = redis_fixture(RETENTION).await;
+        let d = device();
+        (f.register)(d.clone()).await;
+        f.queues.enqueue(&d, payload(1)).await.unwrap();
+        let strict = RedisQueues::new(redis, RETENTION)
+            .await
+            .unwrap()
+            .with_replica_acks(Some((1, Duration::from_millis(50))));
+        match strict.enqueue(&d, payload(2)).await {
+            Err(tassis_messaging::MessagingError::Unavailable(why)) => assert!(why.contains("0 of the 1"), "{why}"),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+    }
 }

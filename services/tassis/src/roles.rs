@@ -160,7 +160,11 @@ impl Role {
                 let p = Process::start(&common, "messaging").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
                 let queues: Arc<dyn QueueBackend> = if redis.is_configured() {
-                    Arc::new(RedisQueues::new(tassis_redis::connect(&redis).await?, messaging.retention()).await?)
+                    Arc::new(
+                        RedisQueues::new(tassis_redis::connect(&redis).await?, messaging.retention())
+                            .await?
+                            .with_replica_acks(messaging.replica_acks()),
+                    )
                 } else {
                     let ks = tassis_gateway::upstream::channel(&keystore)?;
                     Arc::new(MemoryQueues::new(
@@ -317,7 +321,11 @@ async fn standalone(
         let r = tassis_redis::connect(&redis).await?;
         (
             Arc::new(RedisKeyStore::new(r.clone())),
-            Arc::new(RedisQueues::new(r.clone(), messaging.retention()).await?),
+            Arc::new(
+                RedisQueues::new(r.clone(), messaging.retention())
+                    .await?
+                    .with_replica_acks(messaging.replica_acks()),
+            ),
             tassis_ratelimit::Limiter::shared(r),
         )
     } else {

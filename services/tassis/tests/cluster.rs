@@ -4,6 +4,8 @@
 
 mod common;
 
+use common::deployment::Deployment;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::Command;
 use std::sync::Arc;
@@ -16,58 +18,6 @@ use tassis_client::proto::Address;
 use tassis_client::{Connection, Identity};
 use tassis_e2e::Process;
 use tokio::sync::Mutex;
-
-/// Every role as its own process, on the test Redis Cluster.
-struct Deployment {
-    _keystore: Process,
-    messaging: Vec<Process>,
-    _attachments: Process,
-    gateways: Vec<Process>,
-}
-
-impl Deployment {
-    fn start(messaging: usize, gateways: usize) -> Deployment {
-        Self::start_on(&tassis_redis::testing::cluster_url(), messaging, gateways)
-    }
-
-    fn start_on(redis: &str, messaging: usize, gateways: usize) -> Deployment {
-        let redis = redis.to_string();
-        let ks = Process::start(BIN, "keystore", &["--redis-url", &redis]);
-        let ms: Vec<Process> = (0..messaging)
-            .map(|_| Process::start(BIN, "messaging", &["--redis-url", &redis]))
-            .collect();
-        let at = Process::start(BIN, "attachments", &[]);
-        let ms_urls = ms.iter().map(|m| m.grpc_url()).collect::<Vec<_>>().join(",");
-        let gws = (0..gateways)
-            .map(|_| {
-                Process::start(
-                    BIN,
-                    "gateway",
-                    &[
-                        "--keystore",
-                        &ks.grpc_url(),
-                        "--messaging",
-                        &ms_urls,
-                        "--attachments",
-                        &at.grpc_url(),
-                        "--upstream-timeout",
-                        "3s",
-                    ],
-                )
-            })
-            .collect();
-        Deployment {
-            _keystore: ks,
-            messaging: ms,
-            _attachments: at,
-            gateways: gws,
-        }
-    }
-
-    fn url(&self, gateway: usize) -> String {
-        self.gateways[gateway].ws_url()
-    }
-}
 
 /// Sends `payload` to `to` through `url`, retrying until the server acks it (a send the server did
 /// not ack may be retried by a client; that is what the at-least-once contract allows).
@@ -351,7 +301,7 @@ async fn slot_migration_under_live_traffic() {
         Err(_) => panic!(
             "traffic stalled after the migration\nmessaging:\n{}\nkeystore:\n{}\ngateway:\n{}",
             d.messaging[0].output(),
-            d._keystore.output(),
+            d.keystore.output(),
             d.gateways[0].output()
         ),
     };

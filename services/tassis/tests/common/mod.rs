@@ -10,6 +10,8 @@ use tassis_client::proto::{Address, PreKey};
 use tassis_client::{ClientError, Connection, Identity, ServerEvent};
 use tassis_e2e::Process;
 
+pub mod deployment;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_tassis");
 
 /// Starts a gateway wired to separately running keystore, messaging and attachments processes.
