@@ -133,8 +133,8 @@ pub fn short(e: &anyhow::Error) -> String {
     if text.contains("Too many open files") || text.contains("os error 24") {
         return "EMFILE (open-file limit reached: ulimit -n)".into();
     }
-    if text.contains("Cannot assign requested address") || text.contains("os error 99") {
-        return "EADDRNOTAVAIL (ephemeral ports exhausted: add --source-addrs)".into();
+    if text.contains("os error 99") || text.contains("os error 98") {
+        return "no free local port (ephemeral ports exhausted, TIME_WAIT included): add --source-addrs".into();
     }
     text.lines().next().unwrap_or("").chars().take(120).collect()
 }

@@ -157,17 +157,22 @@ pub fn path_allowed(path: &str) -> bool {
     matches!((parts.next(), parts.next(), parts.next()), (Some(a), Some(b), None) if !a.is_empty() && !b.is_empty())
 }
 
+/// Initial read buffer of each connection.
+const READ_BUFFER: usize = 1024;
+
 async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: std::net::IpAddr, has_slot: bool) {
     match crate::download::route(&stream, ctx.config.handshake_timeout).await {
         crate::download::Route::WebSocket => {}
-        crate::download::Route::Download => return crate::download::serve(ctx, stream, has_slot).await,
+        crate::download::Route::Download => return Box::pin(crate::download::serve(ctx, stream, has_slot)).await,
         crate::download::Route::Closed => return,
     }
     let cfg = &ctx.config;
     let ws_config = WebSocketConfig::default()
         .max_message_size(Some(cfg.max_frame_size as usize))
         .max_frame_size(Some(cfg.max_frame_size as usize))
-        .read_buffer_size(4096)
+        // Every connection keeps its read buffer: small, so that idle connections stay cheap
+        // (BENCHMARKS.md, connection density); a larger frame grows it as needed.
+        .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0)
         .max_write_buffer_size(4 * cfg.max_frame_size as usize + 1024 * 1024);
     let mut forwarded: Option<String> = None;
@@ -192,7 +197,11 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: std::net::IpAddr, has_sl
     };
     let ws = match tokio::time::timeout(
         cfg.handshake_timeout,
-        tokio_tungstenite::accept_hdr_async_with_config(stream, check, Some(ws_config)),
+        Box::pin(tokio_tungstenite::accept_hdr_async_with_config(
+            stream,
+            check,
+            Some(ws_config),
+        )),
     )
     .await
     {
@@ -219,7 +228,7 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: std::net::IpAddr, has_sl
     let ip = crate::limits::client_ip(peer, forwarded.as_deref());
     let key = crate::limits::address_key(ip);
     let kind = crate::limits::Kind::ConnectionsPerIp;
-    if let Err(e) = crate::limits::shared(&ctx, kind, &cfg.rate_connections_per_ip, &key).await {
+    if let Err(e) = Box::pin(crate::limits::shared(&ctx, kind, &cfg.rate_connections_per_ip, &key)).await {
         let error = tassis_proto::tassis::message::Payload::Error(tassis_proto::tassis::Error {
             name: e.name.as_str().into(),
             description: e.description,
@@ -231,7 +240,9 @@ async fn handle(ctx: Arc<Ctx>, stream: TcpStream, peer: std::net::IpAddr, has_sl
         }
         return;
     }
-    Session::new(ctx, out).run(source, failed).await;
+    // Boxed, like the handshake above: each future lives on the heap only as long as its stage,
+    // and the connection's task stays a few hundred bytes.
+    Box::pin(Session::new(ctx, out).run(source, failed)).await;
 }
 
 /// Runs a built gateway on `listener` until shutdown: the whole role, minus process setup.
