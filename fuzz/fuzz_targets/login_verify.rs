@@ -1,18 +1,21 @@
-//! Login verification (`auth::verify_login`, Ed25519 and XEdDSA), two ways, chosen by the first
-//! byte:
+//! Login verification (`auth::verify_login`, Ed25519 and XEdDSA), three ways, chosen by the first
+//! byte (mod 3):
 //! - raw: arbitrary nonce, signature and login bytes (and the login's own nonce, to get past the
 //!   nonce check into signature verification); must never panic, and whatever it accepts is a
 //!   login for exactly that nonce whose address it returns (the seeds include valid logins);
 //! - mutated: a valid login signed by a key derived from the input (either scheme), then bytes of
 //!   login, signature and nonce flipped where the input says; it verifies if and only if nothing
-//!   was changed.
+//!   was changed;
+//! - forge: a well-formed login for an input-chosen identity key and device id, with an
+//!   input-chosen signature; it is refused as `BadSignature`, whatever the key (the seeds are the
+//!   classic forgeries against lax verifiers: small-order keys and R, S = 0, u = 0, 1, -1).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use prost::Message as _;
 use tassis_client::{Identity, Scheme, frame};
-use tassis_gateway::auth::{Schemes, verify_login};
-use tassis_proto::tassis::Login;
+use tassis_gateway::auth::{AuthError, Schemes, verify_login};
+use tassis_proto::tassis::{Address, Login};
 
 const BOTH: Schemes = Schemes {
     ed25519: true,
@@ -23,7 +26,11 @@ fuzz_target!(|data: &[u8]| {
     let Some((&mode, data)) = data.split_first() else {
         return;
     };
-    if mode % 2 == 0 { raw(data) } else { mutated(data) }
+    match mode % 3 {
+        0 => raw(data),
+        1 => mutated(data),
+        _ => forge(data),
+    }
 });
 
 fn raw(data: &[u8]) {
@@ -93,4 +100,27 @@ fn mutated(data: &[u8]) {
         },
     };
     assert!(verify_login(&login, &sig, &nonce, only_other).is_err());
+}
+
+fn forge(data: &[u8]) {
+    if data.len() < 97 {
+        return;
+    }
+    let (key, rest) = data.split_at(32);
+    let (sig, device) = rest.split_at(64);
+    let device = &device[..device.len().min(64)];
+    let nonce = [0x5a; 32];
+    let login = Login {
+        address: Some(Address {
+            identity_key: bytes::Bytes::copy_from_slice(key),
+            device_id: bytes::Bytes::copy_from_slice(device),
+        }),
+        nonce: bytes::Bytes::copy_from_slice(&nonce),
+    }
+    .encode_to_vec();
+    assert_eq!(
+        verify_login(&login, sig, &nonce, BOTH),
+        Err(AuthError::BadSignature),
+        "key {key:02x?} sig {sig:02x?}"
+    );
 }

@@ -87,6 +87,16 @@ fn main() {
             "inbound_server_only",
             Some(Payload::InboundMessage(Bytes::from_static(b"sealed"))),
         ),
+        (
+            "send_long_device",
+            Some(Payload::OutboundMessage(OutboundMessage {
+                to: Some(Address {
+                    device_id: Bytes::from(vec![b'd'; 65]),
+                    ..addr.clone()
+                }),
+                unidentified_sender_message: Bytes::from_static(b"x"),
+            })),
+        ),
         ("no_payload", None),
     ];
     for (i, (name, payload)) in frames.into_iter().enumerate() {
@@ -113,6 +123,32 @@ fn main() {
             &format!("flip_{}", scheme.as_str()),
             &flipped,
         );
+    }
+    // forge mode: 2 ‖ identity key ‖ signature (R ‖ S) ‖ device id. Classic forgeries against lax
+    // verifiers: small-order keys with a small-order R and S = 0; XEdDSA keys u = 0, 1 and -1.
+    let mut identity_point = [0u8; 32];
+    identity_point[0] = 1;
+    let order8: [u8; 32] = [
+        0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f, 0x2a, 0x20,
+        0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a,
+    ];
+    let mut minus_one = [0xffu8; 32];
+    minus_one[0] = 0xec;
+    minus_one[31] = 0x7f;
+    let forgeries: [(&str, [u8; 32], [u8; 32]); 5] = [
+        ("identity", identity_point, identity_point),
+        ("order8", order8, order8),
+        ("u0", [0; 32], [0; 32]),
+        ("u1", identity_point, identity_point),
+        ("u_minus_one", minus_one, [0; 32]),
+    ];
+    for (name, key, r) in forgeries {
+        for (suffix, sign) in [("", 0u8), ("_sign", 0x80)] {
+            let mut s = [0u8; 32];
+            s[31] = sign;
+            let seed = [&[2u8][..], &key, &r, &s, b"phone"].concat();
+            write(&root.join("login_verify"), &format!("forge_{name}{suffix}"), &seed);
+        }
     }
     println!("seed corpus written to {}", root.display());
 }
