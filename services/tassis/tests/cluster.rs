@@ -4,10 +4,9 @@
 
 mod common;
 
-use common::deployment::Deployment;
+use common::deployment::{Deployment, redis_cli};
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -123,11 +122,19 @@ async fn messaging_replica_killed_mid_stream_loses_nothing() {
     let (seq, _) = recv(&devices[0].conn).await;
     devices[0].conn.ack(seq).await.unwrap();
     d.messaging[0].kill();
-    // Keep sending for a while after the kill, then stop.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Keep sending until 30 more sends were acked after the kill (the surviving replica took
+    // over), then stop.
+    let at_kill = acked.lock().await.values().map(|s| s.len()).sum::<usize>();
+    tokio::time::timeout(Duration::from_secs(60), async {
+        while acked.lock().await.values().map(|s| s.len()).sum::<usize>() < at_kill + 30 {
+            tokio::time::sleep(Duration::from_millis(20)).await; // polling the sender's tally
+        }
+    })
+    .await
+    .expect("sends acked again after the kill");
     stop.store(true, Ordering::SeqCst);
     let sent = sender.await.unwrap();
-    assert!(sent > 20, "traffic flowed: {sent}");
+    assert!(sent >= at_kill + 30, "traffic flowed: {sent}");
     let acked = acked.lock().await.clone();
     let mut dups = 0;
     for (i, dev) in devices.iter().enumerate() {
@@ -171,19 +178,9 @@ async fn gateway_killed_client_reconnects_to_the_other() {
     assert_eq!(recv(&c).await.1.as_ref(), b"after");
 }
 
-/// `redis-cli` against one node.
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
 /// (node id, port, is master, slots) of every node.
 fn nodes(port: u16) -> Vec<(String, u16, bool, String)> {
-    cli(port, &["cluster", "nodes"])
+    redis_cli(port, &["cluster", "nodes"])
         .lines()
         .map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
@@ -230,7 +227,7 @@ async fn slot_migration_under_live_traffic() {
         .parse()
         .unwrap();
     let tag = format!("{{{}}}", hex::encode(id.public_key()));
-    let slot: u16 = cli(seed, &["cluster", "keyslot", &tag]).parse().unwrap();
+    let slot: u16 = redis_cli(seed, &["cluster", "keyslot", &tag]).parse().unwrap();
     let (src_id, src_port) = owner(seed, slot);
     let (dst_id, dst_port, _, _) = nodes(seed).into_iter().find(|n| n.2 && n.0 != src_id).unwrap();
 
@@ -261,27 +258,27 @@ async fn slot_migration_under_live_traffic() {
     };
     // Migrate the slot key by key, as `redis-cli --cluster reshard` does.
     assert_eq!(
-        cli(
+        redis_cli(
             dst_port,
             &["cluster", "setslot", &slot.to_string(), "importing", &src_id]
         ),
         "OK"
     );
     assert_eq!(
-        cli(
+        redis_cli(
             src_port,
             &["cluster", "setslot", &slot.to_string(), "migrating", &dst_id]
         ),
         "OK"
     );
     loop {
-        let keys = cli(src_port, &["cluster", "getkeysinslot", &slot.to_string(), "100"]);
+        let keys = redis_cli(src_port, &["cluster", "getkeysinslot", &slot.to_string(), "100"]);
         let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
         if keys.is_empty() {
             break;
         }
         for k in keys {
-            let r = cli(
+            let r = redis_cli(
                 src_port,
                 &["migrate", "127.0.0.1", &dst_port.to_string(), k, "0", "5000"],
             );
@@ -291,7 +288,7 @@ async fn slot_migration_under_live_traffic() {
     }
     for (_, p, master, _) in nodes(seed) {
         if master {
-            cli(p, &["cluster", "setslot", &slot.to_string(), "node", &dst_id]);
+            redis_cli(p, &["cluster", "setslot", &slot.to_string(), "node", &dst_id]);
         }
     }
     assert_eq!(owner(seed, slot).0, dst_id);

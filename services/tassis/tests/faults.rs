@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use common::deployment::Deployment;
+use common::deployment::{Deployment, redis_cli};
 use common::*;
 use parking_lot::Mutex;
 use tassis_client::proto::Address;
@@ -252,16 +252,6 @@ async fn messaging_replica_killed_under_traffic_loses_nothing() {
     t.finish("messaging replica kill -9").await;
 }
 
-/// `redis-cli -p port args…` output.
-fn cli(port: u16, args: &[&str]) -> String {
-    let out = Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// A field of `INFO`/`CLUSTER INFO` output.
 fn field(text: &str, name: &str) -> Option<String> {
     text.lines()
@@ -284,18 +274,18 @@ async fn redis_master_killed_under_traffic_loses_nothing() {
     t.until_acked(150).await;
 
     let victim = ports[0];
-    let pid = field(&cli(victim, &["INFO", "server"]), "process_id").expect("the master's pid");
+    let pid = field(&redis_cli(victim, &["INFO", "server"]), "process_id").expect("the master's pid");
     assert!(Command::new("kill").args(["-9", &pid]).status().unwrap().success());
     // The failover, read from the cluster's own state: a surviving node reports the cluster ok
     // again with the victim marked failed.
     let survivor = ports[1];
     tokio::time::timeout(Duration::from_secs(60), async {
         loop {
-            let nodes = cli(survivor, &["CLUSTER", "NODES"]);
+            let nodes = redis_cli(survivor, &["CLUSTER", "NODES"]);
             let failed = nodes
                 .lines()
                 .any(|l| l.contains(&format!(":{victim}@")) && l.contains("fail") && !l.contains("fail?"));
-            if failed && field(&cli(survivor, &["CLUSTER", "INFO"]), "cluster_state").as_deref() == Some("ok") {
+            if failed && field(&redis_cli(survivor, &["CLUSTER", "INFO"]), "cluster_state").as_deref() == Some("ok") {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(200)).await; // polling the cluster's state

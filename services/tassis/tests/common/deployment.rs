@@ -65,3 +65,13 @@ impl Deployment {
         self.gateways[gateway].ws_url()
     }
 }
+
+/// `redis-cli -h 127.0.0.1 -p port args…`: its output, trimmed.
+pub fn redis_cli(port: u16, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("redis-cli");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
