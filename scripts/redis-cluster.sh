@@ -12,6 +12,13 @@
 #       works.
 #   scripts/redis-cluster.sh stop --dir DIR
 #       Shuts down every node started in DIR and removes DIR.
+#   scripts/redis-cluster.sh kill-node --dir DIR --port PORT
+#       Kills the node of DIR on PORT with SIGKILL, as a crash would (for fault tests); its data and
+#       config stay in DIR.
+#   scripts/redis-cluster.sh start-node --dir DIR --port PORT
+#       Starts a stopped or killed node of DIR again from its own config (same ports, AOF and
+#       nodes.conf) and waits until it answers PING. A master that was failed over rejoins as a
+#       replica of the node that took over its slots.
 #
 # Environment:
 #   REDIS_CLUSTER_PORT_RANGE  "LO-HI" to pick ports from (default: 20000 up to just below the
@@ -43,10 +50,14 @@ usage() {
   cat >&2 <<EOF
 usage: $PROG start [--masters N] [--replicas R] [--dir DIR] [--node-timeout MS]
        $PROG stop --dir DIR
+       $PROG kill-node --dir DIR --port PORT
+       $PROG start-node --dir DIR --port PORT
 
 start  launches N*(1+R) redis-server nodes on free 127.0.0.1 ports (N >= 3, default 3; R default 0),
        forms a Redis Cluster and prints its URL (redis-cluster://127.0.0.1:P1,...) on stdout.
 stop   shuts down the nodes started in DIR and removes DIR.
+kill-node   SIGKILLs the node of DIR on PORT (a crash, for fault tests).
+start-node  starts a stopped node of DIR on PORT again from its config.
 EOF
 }
 
@@ -446,6 +457,74 @@ cmd_stop() {
 }
 
 # ---------------------------------------------------------------------------------------------------
+# kill-node / start-node (fault tests)
+
+NODE_DIR=""   # result of find_node
+
+# find_node ARGS...: parses --dir DIR --port PORT and sets NODE_DIR to the node directory of DIR
+# whose config listens on PORT.
+find_node() {
+  local dir="" port="" conf
+  while (( $# )); do
+    case "$1" in
+      --dir) [[ $# -ge 2 ]] || die "--dir needs a value"; dir="$2"; shift 2 ;;
+      --dir=*) dir="${1#*=}"; shift ;;
+      --port) [[ $# -ge 2 ]] || die "--port needs a value"; port="$2"; shift 2 ;;
+      --port=*) port="${1#*=}"; shift ;;
+      *) usage; die "unknown argument: $1" ;;
+    esac
+  done
+  [[ -n "$dir" && -n "$port" ]] || { usage; die "needs --dir DIR and --port PORT"; }
+  is_uint "$port" || die "--port must be a port number, got '$port'"
+  [[ -d "$dir" ]] || die "no such directory: $dir"
+  dir="$(cd -- "$dir" && pwd -P)"
+  [[ -e "$dir/$MARKER" ]] || die "$dir was not created by '$PROG start' (no $MARKER); refusing to touch it"
+  for conf in "$dir"/node-*/redis.conf; do
+    [[ -e "$conf" ]] || continue
+    if [[ "$(sed -n 's/^port //p' "$conf" | head -n1)" == "$port" ]]; then
+      NODE_DIR="${conf%/redis.conf}"
+      return 0
+    fi
+  done
+  die "no node of $dir listens on port $port"
+}
+
+cmd_kill_node() {
+  find_node "$@"
+  local pid deadline
+  pid="$(node_pid "$NODE_DIR")" || die "the node in $NODE_DIR is not running"
+  kill -KILL "$pid"
+  deadline=$(( SECONDS + TIMEOUT ))
+  while pid_alive "$pid" "$NODE_DIR"; do
+    (( SECONDS < deadline )) || die "node $NODE_DIR (pid $pid) survived SIGKILL for ${TIMEOUT}s"
+    sleep 0.05
+  done
+  log "killed node $NODE_DIR (pid $pid)"
+}
+
+cmd_start_node() {
+  find_node "$@"
+  local port deadline logged
+  if node_pid "$NODE_DIR" >/dev/null; then die "the node in $NODE_DIR is already running"; fi
+  require_redis
+  port="$(sed -n 's/^port //p' "$NODE_DIR/redis.conf" | head -n1)"
+  # (No ports_free check: connections of the killed process may linger in TIME_WAIT on the port,
+  # which Redis binds over with SO_REUSEADDR; a port really taken shows in the log below.)
+  logged="$(stat -c %s "$NODE_DIR/redis.log" 2>/dev/null || echo 0)"
+  "$REDIS_SERVER" "$NODE_DIR/redis.conf" </dev/null >/dev/null 2>&1 3>&- || true
+  deadline=$(( SECONDS + TIMEOUT ))
+  until [[ "$(rcli "$port" ping)" == "PONG" ]] && node_is_ours "$port" "$NODE_DIR"; do
+    if (( SECONDS >= deadline )) || tail -c +$(( logged + 1 )) "$NODE_DIR/redis.log" 2>/dev/null \
+      | grep -qE 'Address already in use|Could not create server TCP listening socket'; then
+      tail -n 20 "$NODE_DIR/redis.log" >&2 2>/dev/null || true
+      die "node in $NODE_DIR did not answer PING on port $port within ${TIMEOUT}s (log above)"
+    fi
+    sleep 0.1
+  done
+  log "node $NODE_DIR up again on 127.0.0.1:$port"
+}
+
+# ---------------------------------------------------------------------------------------------------
 
 main() {
   (( $# )) || { usage; exit 2; }
@@ -453,6 +532,8 @@ main() {
   case "$cmd" in
     start) cmd_start "$@" ;;
     stop) cmd_stop "$@" ;;
+    kill-node) cmd_kill_node "$@" ;;
+    start-node) cmd_start_node "$@" ;;
     -h|--help|help) usage ;;
     *) usage; die "unknown command: $cmd" ;;
   esac

@@ -14,12 +14,19 @@ if [[ -z "${TASSIS_TEST_REDIS_URL:-}" ]]; then
     exit 1
   fi
   work=$(mktemp -d)
-  cleanup() { scripts/redis-cluster.sh stop --dir "$work/cluster" >/dev/null 2>&1 || true; rm -rf "$work"; }
+  cleanup() {
+    local d
+    # Clusters tests started for themselves (replicas, failover) that a killed test left behind.
+    for d in "$work"/own/*/; do [[ -d "$d" ]] && scripts/redis-cluster.sh stop --dir "$d" >/dev/null 2>&1 || true; done
+    scripts/redis-cluster.sh stop --dir "$work/cluster" >/dev/null 2>&1 || true
+    rm -rf "$work"
+  }
   trap cleanup EXIT
   TASSIS_TEST_REDIS_URL=$(scripts/redis-cluster.sh start --masters 3 --dir "$work/cluster")
   export TASSIS_TEST_REDIS_URL
-  # Tests that need a cluster of their own (replicas, failover) start it with the same script.
-  export TASSIS_TEST_REDIS_CLUSTER_DIR="$work/cluster"
+  # Tests that need a cluster of their own (replicas, failover) start it with the same script, in
+  # a fresh directory under this one (services/redis/src/testing.rs).
+  export TASSIS_TEST_REDIS_CLUSTER_DIR="$work/own"
 fi
 echo "test.sh: Redis Cluster for tests: $TASSIS_TEST_REDIS_URL" >&2
 
