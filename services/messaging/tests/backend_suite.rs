@@ -466,8 +466,8 @@ mod redis_cluster {
 
     /// With replica acks required, an enqueue on masters without replicas fails with
     /// `unavailable` instead of acking a message a failover could lose; with 0 required it is
-    /// acked. (The success path with real replicas: services/tassis/tests/faults.rs, Redis
-    /// master failover.)
+    /// acked. (With real replicas: `replica_acks_on_a_cluster_with_replicas` below, and
+    /// services/tassis/tests/faults.rs, Redis master failover.)
     #[tokio::test]
     async fn replica_acks_refuse_what_no_replica_has() {
         let (f, redis, _ks) = redis_fixture(RETENTION).await;
@@ -482,5 +482,95 @@ mod redis_cluster {
             Err(tassis_messaging::MessagingError::Unavailable(why)) => assert!(why.contains("0 of the 1"), "{why}"),
             other => panic!("expected unavailable, got {other:?}"),
         }
+    }
+
+    /// On a cluster whose masters have one replica each (started for this test): with 1 replica
+    /// ack required, enqueues on every master succeed and the message is then on the replica
+    /// (read there, READONLY); with 2 required, more than any master has, the enqueue fails
+    /// cleanly with `unavailable` naming how many replicas it reached — and the message, written
+    /// on the master, is still delivered (at-least-once: the sender will retry it).
+    #[tokio::test]
+    async fn replica_acks_on_a_cluster_with_replicas() {
+        let cluster = tassis_redis::testing::OwnCluster::start(&["--replicas", "1"]);
+        let redis = cluster.connect().await;
+        let keystore = RedisKeyStore::new(redis.clone());
+        let register = |d: DeviceAddress| {
+            let keystore = &keystore;
+            async move {
+                let limits = RegisterLimits {
+                    max_devices_per_identity: 8,
+                    max_one_time_keys_per_device: 8,
+                };
+                keystore
+                    .register(
+                        &d.identity_key,
+                        &d.device_id,
+                        Bytes::from_static(b"spk"),
+                        vec![],
+                        limits,
+                    )
+                    .await
+                    .unwrap();
+            }
+        };
+        let one = RedisQueues::new(redis.clone(), RETENTION)
+            .await
+            .unwrap()
+            .with_replica_acks(Some((1, Duration::from_secs(3))));
+        // Devices until every master has served one.
+        let mut masters = HashSet::new();
+        while masters.len() < 3 {
+            let d = device();
+            register(d.clone()).await;
+            let id = one.enqueue(&d, payload(1)).await.expect("acked by one replica");
+            let queue = keys::queue(&d.identity_key, &d.device_id);
+            let master = cluster.master_of(keys::hash_slot(&queue));
+            masters.insert(master);
+            // WAIT returned: the master's replica has the entry.
+            let replica = replica_of(master).expect("a replica of the master");
+            let entries = on_replica(replica, &format!("READONLY\nXRANGE {queue} - +\n"));
+            assert!(
+                entries.contains(&id.to_string()),
+                "{id} not on replica {replica}: {entries}"
+            );
+        }
+
+        let two = RedisQueues::new(redis.clone(), RETENTION)
+            .await
+            .unwrap()
+            .with_replica_acks(Some((2, Duration::from_millis(200))));
+        let d = device();
+        register(d.clone()).await;
+        match two.enqueue(&d, payload(2)).await {
+            Err(MessagingError::Unavailable(why)) => assert!(why.contains("reached 1 of the 2"), "{why}"),
+            other => panic!("expected unavailable, got {other:?}"),
+        }
+        let read = one.read(&d, None, 10).await.unwrap();
+        assert_eq!(
+            read.iter().map(|m| m.payload.clone()).collect::<Vec<_>>(),
+            vec![payload(2)]
+        );
+    }
+
+    /// The port of a replica of the master on `master`.
+    fn replica_of(master: u16) -> Option<u16> {
+        let info = tassis_redis::testing::cli(master, &["INFO", "replication"]);
+        info.lines()
+            .find(|l| l.starts_with("slave0:"))
+            .and_then(|l| l.split(',').find_map(|f| f.strip_prefix("port=")))
+            .and_then(|p| p.parse().ok())
+    }
+
+    /// `commands` (one per line) run by redis-cli on one connection to the node on `port`.
+    fn on_replica(port: u16, commands: &str) -> String {
+        use std::io::Write;
+        let mut child = std::process::Command::new("redis-cli")
+            .args(["-h", "127.0.0.1", "-p", &port.to_string()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("redis-cli");
+        child.stdin.take().unwrap().write_all(commands.as_bytes()).unwrap();
+        String::from_utf8_lossy(&child.wait_with_output().unwrap().stdout).into_owned()
     }
 }
