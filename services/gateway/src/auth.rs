@@ -18,7 +18,9 @@ use tassis_proto::tassis::{Address, Login};
 /// Which signature schemes are accepted.
 #[derive(Clone, Copy, Debug)]
 pub struct Schemes {
+    /// Accept Ed25519 identity keys (the documented scheme).
     pub ed25519: bool,
+    /// Accept Signal-style X25519 identity keys with XEdDSA signatures.
     pub xeddsa: bool,
 }
 
