@@ -16,6 +16,13 @@
 //! script's node — ours share the hash tag, hence the slot (checked on Redis 7.0: a channel of
 //! another node's slot fails with "non local key", one in the same slot works undeclared).
 //!
+//! **Replica acks** (`--redis-min-replica-acks N`): Redis replicates asynchronously, so an entry
+//! the master stored can die with it. With N > 0 the enqueue script also returns the id of the
+//! node that ran it, and `WAIT N timeout` follows on the same client's connection to that node;
+//! the enqueue succeeds only if N replicas confirmed the write in time, and fails with
+//! `unavailable` otherwise (the sender retries; the entry may exist and be delivered twice).
+//! Acks (XDEL) need no wait: a lost one only causes a redelivery.
+//!
 //! **Notifications** need no connection per device: one dedicated subscriber client per process
 //! (RESP3, cluster-aware: fred sends each SSUBSCRIBE to the channel's slot owner) carries every
 //! watched channel. Watches are reference-counted per channel: SSUBSCRIBE when the first watcher
@@ -38,7 +45,7 @@ use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tassis_redis::fred::clients::Client;
-use tassis_redis::fred::interfaces::{ClientLike, EventInterface, PubsubInterface, StreamsInterface};
+use tassis_redis::fred::interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface, StreamsInterface};
 use tassis_redis::fred::types::{ClusterHash, CustomCommand, Key, Value};
 use tassis_redis::{Redis, RedisArgs, RedisError, Script, keys};
 use tokio::sync::broadcast::error::RecvError;
@@ -55,8 +62,9 @@ const PAYLOAD_FIELD: &str = "p";
 const TRACE_FIELD: &str = "t";
 
 /// KEYS: the keystore's devices hash, the queue. ARGV: device id, payload, cap, max age (ms),
-/// notification channel, traceparent (empty when not traced). Returns the new entry id, or nil
-/// when the device is not registered.
+/// notification channel, traceparent (empty when not traced), `1` to also return the id of the
+/// cluster node that ran it (for the replica-ack WAIT). Returns the new entry id (with `1`:
+/// `[entry id, node id]`), or nil when the device is not registered.
 const ENQUEUE: &str = r#"
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
 local id
@@ -70,6 +78,7 @@ local max_age = tonumber(ARGV[4])
 if ms > max_age then redis.call('XTRIM', KEYS[2], 'MINID', string.format('%.0f', ms - max_age)) end
 redis.call('PEXPIRE', KEYS[2], max_age)
 redis.call('SPUBLISH', ARGV[5], id)
+if ARGV[7] == '1' then return {id, redis.call('CLUSTER', 'MYID')} end
 return id
 "#;
 
@@ -210,16 +219,47 @@ impl QueueBackend for RedisQueues {
             Value::Integer(i64::try_from(self.max_age_ms()).unwrap_or(i64::MAX)),
             Value::String(keys::notify_channel(ik, dev).into()),
             Value::String(crate::backend::current_traceparent().unwrap_or_default().into()),
+            Value::from(if self.replica_acks.is_some() && self.redis.is_cluster() {
+                "1"
+            } else {
+                ""
+            }),
         ];
-        let queue_slot = keys::hash_slot(&keys::queue(ik, dev));
-        // One client (one connection per node) for the write and its WAIT: WAIT covers the
-        // writes made earlier on its own connection.
+        // One client (one connection per node) for the write and its WAIT: WAIT counts the
+        // replicas that have every write made earlier on its own connection. Other tasks'
+        // commands interleaved on that connection do not matter: WAIT then covers them too.
         let client = self.redis.pool().next();
         let reply: Value = self.enqueue.run(client, keys, args).await.map_err(unavailable)?;
+        let (reply, node) = match reply {
+            Value::Array(mut v) if v.len() == 2 => {
+                let node = v.pop().and_then(|n| n.as_string());
+                (v.pop().unwrap_or(Value::Null), node)
+            }
+            other => (other, None),
+        };
         if let (Some((n, timeout)), false) = (self.replica_acks, reply.is_null()) {
-            let wait = CustomCommand::new_static("WAIT", ClusterHash::Custom(queue_slot), false);
             let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-            let reached: i64 = client.custom(wait, vec![i64::from(n), ms]).await.map_err(unavailable)?;
+            // Not marked blocking for fred: that would hold back this client's commands to every
+            // node until WAIT answers; Redis itself holds back only what follows on this node's
+            // connection, at most the timeout.
+            let wait = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
+            let args = vec![i64::from(n), ms];
+            let reached: i64 = match node {
+                // On a cluster, WAIT must reach the node that ran the script, found by the id the
+                // script returned: routing by the queue's slot could pick another one while the
+                // slot migrates (an ASK sends the script to the importing node, the slot still
+                // maps to the exporting one), and WAIT there would count replicas of unrelated
+                // writes.
+                Some(id) => {
+                    let server = client
+                        .cached_cluster_state()
+                        .and_then(|r| r.slots().iter().find(|s| *s.id == *id).map(|s| s.primary.clone()))
+                        .ok_or_else(|| unavailable(format!("node {id} that stored the message is not known yet")))?;
+                    client.with_cluster_node(server).custom(wait, args).await
+                }
+                None => client.custom(wait, args).await,
+            }
+            .map_err(unavailable)?;
             if reached < i64::from(n) {
                 return Err(MessagingError::Unavailable(format!(
                     "the message reached {reached} of the {n} replicas required within {timeout:?}"
