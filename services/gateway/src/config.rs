@@ -87,8 +87,7 @@ pub struct GatewayConfig {
     #[arg(long, env = "TASSIS_RATE_PREKEY_FETCHES_PER_IDENTITY", default_value = "60/1m")]
     pub rate_prekey_fetches_per_identity: Limit,
 
-    /// Upload authorizations asked for on one connection (a request counts numRequested, at most
-    /// the limit's N).
+    /// Upload authorizations granted to one connection (a request granted none counts one).
     #[arg(
         long,
         env = "TASSIS_RATE_UPLOAD_AUTHORIZATIONS_PER_CONNECTION",

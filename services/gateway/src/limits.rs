@@ -78,6 +78,20 @@ pub fn own(ctx: &Ctx, bucket: &mut Gcra, kind: Kind, limit: &Limit, cost: u32) -
     outcome(ctx, kind, d)
 }
 
+/// Whether a per-connection bucket has a token left, taking none (for requests charged by what
+/// they turn out to be granted, see [`charge`]).
+pub fn own_available(ctx: &Ctx, bucket: &Gcra, kind: Kind, limit: &Limit) -> Result<(), GatewayError> {
+    let Some(q) = &limit.0 else { return Ok(()) };
+    outcome(ctx, kind, bucket.peek(q, 1, ctx.limiter.now_us()))
+}
+
+/// Takes `cost` tokens from a per-connection bucket for what was granted.
+pub fn charge(ctx: &Ctx, bucket: &mut Gcra, limit: &Limit, cost: u32) {
+    if let Some(q) = &limit.0 {
+        bucket.charge(q, cost, ctx.limiter.now_us());
+    }
+}
+
 fn outcome(ctx: &Ctx, kind: Kind, d: Decision) -> Result<(), GatewayError> {
     match d {
         Decision::Allow => Ok(()),

@@ -44,6 +44,15 @@ impl Gcra {
         decide(self.tat_us, q, cost, now_us).0
     }
 
+    /// Takes `cost` tokens whether or not they are there (for what was granted before it could be
+    /// counted): the bucket may go into debt, which later requests wait out.
+    pub fn charge(&mut self, q: &Quota, cost: u32, now_us: u64) {
+        self.tat_us = self
+            .tat_us
+            .max(now_us)
+            .saturating_add(q.emission_us().saturating_mul(cost as u64));
+    }
+
     /// Makes the bucket refuse everything until `until_us` (used to remember a shared bucket's
     /// refusal locally).
     pub fn deny_until(&mut self, q: &Quota, until_us: u64) {
@@ -153,6 +162,20 @@ mod tests {
                 retry_after: Duration::from_secs(10)
             }
         );
+    }
+
+    #[test]
+    fn charge_goes_into_debt() {
+        let q = Quota::new(10, Duration::from_secs(10));
+        let mut b = Gcra::default();
+        b.charge(&q, 15, S);
+        assert_eq!(
+            b.peek(&q, 1, S),
+            Decision::Deny {
+                retry_after: Duration::from_secs(6)
+            }
+        );
+        assert!(b.peek(&q, 1, 7 * S).is_allowed());
     }
 
     #[test]

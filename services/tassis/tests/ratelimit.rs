@@ -127,7 +127,7 @@ async fn per_connection_limits() {
         "--rate-requests-per-connection",
         "10/1h",
         "--rate-upload-authorizations-per-connection",
-        "15/1h",
+        "7/1h",
     ]);
     let url = s.ws_url();
     // Login and Register: 2 requests. The 10 deliveries it acks below are not requests.
@@ -151,9 +151,10 @@ async fn per_connection_limits() {
         let r = dev.conn.request_upload_authorizations(1).await;
         assert_eq!(err_name(r), "unavailable", "no object store here: past the limit check");
     }
-    // 2 + 7 = 9 requests and 7 authorizations so far; 10 more authorizations exceed 15.
+    // 2 + 7 = 9 requests; 7 upload requests, none granted (no object store here), each counted
+    // as one: the upload bucket (7) is empty.
     assert_eq!(
-        err_name(dev.conn.request_upload_authorizations(10).await),
+        err_name(dev.conn.request_upload_authorizations(1).await),
         "rate_limited"
     );
     // ...and that request was the 10th: the connection is out of requests too.
