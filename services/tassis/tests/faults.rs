@@ -379,7 +379,7 @@ async fn redis_master_killed_under_traffic_loses_nothing() {
     let relinked = restarted.elapsed();
     t.until_acked(&t.acked_to(), &on_victim, 10).await;
     println!(
-        "redis master kill -9: failover seen {:.1}s after the kill; old master restarted {:.1}s after it, \
+        "redis master kill -9: failover seen {:.1}s after the kill; old master restarted {:.1}s after the kill, \
          linked as a replica {:.1}s later; {} of {} receivers on that master",
         failed_over.as_secs_f64(),
         (restarted - killed).as_secs_f64(),
