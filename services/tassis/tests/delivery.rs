@@ -132,8 +132,13 @@ async fn client_that_stops_reading_is_dropped_and_loses_nothing() {
     let url = s.ws_url();
     let id = Identity::generate_ed25519();
     let d = registered(&url, id.clone(), b"d", 0).await;
-    // A raw connection that logs in and then never reads.
-    let (mut ws, _) = tokio_tungstenite::connect_async(url.as_str()).await.unwrap();
+    // A raw connection that logs in and then never reads. Its receive buffer is kept small, so
+    // that what the kernel can hold for it (receive buffer + the server's send buffer) is well
+    // below the 8 MB sent: the server's writes must stall.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(32 * 1024).unwrap();
+    let tcp = sock.connect(s.listen).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(url.as_str(), tcp).await.unwrap();
     use futures::{SinkExt, StreamExt};
     use prost::Message as _;
     let mut nonce = None;
