@@ -66,12 +66,7 @@ impl Deployment {
     }
 }
 
-/// `redis-cli -h 127.0.0.1 -p port args…`: its output, trimmed.
-pub fn redis_cli(port: u16, args: &[&str]) -> String {
-    let out = std::process::Command::new("redis-cli")
-        .args(["-h", "127.0.0.1", "-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("redis-cli");
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
+/// `redis-cli -h 127.0.0.1 -p port args…`: its output, trimmed (empty when the node does not
+/// answer).
+#[allow(unused_imports)] // not every test binary that includes `common` uses it
+pub use tassis_redis::testing::cli as redis_cli;
