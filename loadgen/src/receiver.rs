@@ -136,5 +136,10 @@ pub fn short(e: &anyhow::Error) -> String {
     if text.contains("os error 99") || text.contains("os error 98") {
         return "no free local port (ephemeral ports exhausted, TIME_WAIT included): add --source-addrs".into();
     }
-    text.lines().next().unwrap_or("").chars().take(120).collect()
+    let first = text.lines().next().unwrap_or("");
+    // A protocol Error "name:description": count by name (descriptions vary, e.g. retry times).
+    match first.split_once(':') {
+        Some((name, _)) if !name.is_empty() && name.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') => name.into(),
+        _ => first.chars().take(120).collect(),
+    }
 }
