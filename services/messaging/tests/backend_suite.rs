@@ -232,6 +232,24 @@ async fn memory_age_limit_drops_old_messages() {
 }
 
 /// Registrations in the keystore's Redis hash, exactly as production writes them: the enqueue
+/// Registers `d` in the keystore's Redis hash, as production does (the enqueue script checks it).
+async fn register_in(keystore: &RedisKeyStore, d: &DeviceAddress) {
+    let limits = RegisterLimits {
+        max_devices_per_identity: 8,
+        max_one_time_keys_per_device: 8,
+    };
+    keystore
+        .register(
+            &d.identity_key,
+            &d.device_id,
+            Bytes::from_static(b"spk"),
+            vec![],
+            limits,
+        )
+        .await
+        .unwrap();
+}
+
 /// script checks that hash.
 async fn redis_fixture(retention: Retention) -> (Fixture, tassis_redis::Redis, Arc<RedisKeyStore>) {
     let redis = tassis_redis::testing::connect().await;
@@ -242,21 +260,7 @@ async fn redis_fixture(retention: Retention) -> (Fixture, tassis_redis::Redis, A
         queues: Arc::new(queues),
         register: Box::new(move |d| {
             let ks = ks.clone();
-            Box::pin(async move {
-                let limits = RegisterLimits {
-                    max_devices_per_identity: 8,
-                    max_one_time_keys_per_device: 8,
-                };
-                ks.register(
-                    &d.identity_key,
-                    &d.device_id,
-                    Bytes::from_static(b"spk"),
-                    vec![],
-                    limits,
-                )
-                .await
-                .unwrap();
-            })
+            Box::pin(async move { register_in(&ks, &d).await })
         }),
     };
     (fixture, redis, keystore)
@@ -384,20 +388,7 @@ mod redis_cluster {
         let mut watches = Vec::new();
         for _ in 0..12 {
             let d = device();
-            let limits = RegisterLimits {
-                max_devices_per_identity: 8,
-                max_one_time_keys_per_device: 8,
-            };
-            keystore
-                .register(
-                    &d.identity_key,
-                    &d.device_id,
-                    Bytes::from_static(b"spk"),
-                    vec![],
-                    limits,
-                )
-                .await
-                .unwrap();
+            register_in(&keystore, &d).await;
             watches.push(queues.watch(&d).await.unwrap());
             devices.push(d);
         }
@@ -497,20 +488,7 @@ mod redis_cluster {
         let register = |d: DeviceAddress| {
             let keystore = &keystore;
             async move {
-                let limits = RegisterLimits {
-                    max_devices_per_identity: 8,
-                    max_one_time_keys_per_device: 8,
-                };
-                keystore
-                    .register(
-                        &d.identity_key,
-                        &d.device_id,
-                        Bytes::from_static(b"spk"),
-                        vec![],
-                        limits,
-                    )
-                    .await
-                    .unwrap();
+                register_in(keystore, &d).await;
             }
         };
         let one = RedisQueues::new(redis.clone(), RETENTION)
