@@ -5,6 +5,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "internal/keystore.proto",
         "internal/messaging.proto",
         "internal/attachments.proto",
+        "internal/federation.proto",
     ];
     for f in &files {
         println!("cargo:rerun-if-changed={f}");

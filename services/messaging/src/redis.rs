@@ -137,6 +137,12 @@ impl RedisQueues {
         self.notifier.shared.client.id().to_string()
     }
 
+    /// A watch on any shard channel, through the same reference-counted subscriber as the
+    /// devices' notifications (the federation forwarder watches its outbox partitions' channels).
+    pub async fn watch_channel(&self, channel: String) -> Result<Watch, MessagingError> {
+        self.notifier.watch(channel).await
+    }
+
     /// The age limit in ms, capped at a century so that server-side arithmetic (XTRIM MINID,
     /// PEXPIRE) never overflows whatever is configured.
     fn max_age_ms(&self) -> u64 {

@@ -13,6 +13,15 @@
 //! | `ks:{ik}:otk` | ZSET | one-time prekeys of every device, see [`keystore_one_time_keys`] |
 //! | `mq:{ik}:<dev>` | STREAM | the device's queue; field `p` is the sealed-sender payload |
 //! | `mn:{ik}:<dev>` | shard channel | new-message notifications (the payload is the entry id) |
+//! | `fo:{fw:<peer>:<p>}` | STREAM | federation outbox: what waits to be forwarded to one peer deployment, partition `p` |
+//! | `fs:{fw:<peer>:<p>}` | HASH | that outbox's failure streak (`first`, `last`: unix ms of failed attempts) |
+//! | `fl:{fw:<peer>:<p>}` | STRING | the lease of the messaging replica forwarding that outbox |
+//! | `fn:{fw:<peer>:<p>}` | shard channel | "new entry" notifications of that outbox |
+//! | `fr:{fw:<peer>}:<nonce>` | STRING | a signed federation request's nonce, kept through the skew window (replay guard) |
+//! | `pr:{ik}:<dev>` | STRING | presence directory (in the *shared* presence Redis): the device's home deployment |
+//!
+//! `<peer>` is the hex of the peer deployment's name; outbox partitions carry their own hash tag so
+//! one peer's outbox spreads over the cluster.
 //!
 //! Nothing ever lists keys (no KEYS/SCAN) and no command spans two identities.
 
@@ -45,6 +54,41 @@ pub fn notify_channel(identity_key: &[u8], device_id: &[u8]) -> String {
     format!("mn:{}:{}", identity_tag(identity_key), hex::encode(device_id))
 }
 
+/// `{fw:<hex peer>:<partition>}`: the hash tag of one outbox partition's keys.
+fn outbox_tag(peer: &str, partition: u16) -> String {
+    format!("{{fw:{}:{partition}}}", hex::encode(peer))
+}
+
+/// STREAM: the federation outbox partition of messages (and claims) waiting for `peer`.
+pub fn outbox(peer: &str, partition: u16) -> String {
+    format!("fo:{}", outbox_tag(peer, partition))
+}
+
+/// HASH: the failure streak of an outbox partition.
+pub fn outbox_failures(peer: &str, partition: u16) -> String {
+    format!("fs:{}", outbox_tag(peer, partition))
+}
+
+/// STRING: the forwarding lease of an outbox partition.
+pub fn outbox_lease(peer: &str, partition: u16) -> String {
+    format!("fl:{}", outbox_tag(peer, partition))
+}
+
+/// Sharded pub/sub channel announcing new outbox entries.
+pub fn outbox_channel(peer: &str, partition: u16) -> String {
+    format!("fn:{}", outbox_tag(peer, partition))
+}
+
+/// STRING: a federation request nonce seen from `peer`.
+pub fn federation_nonce(peer: &str, nonce: &[u8]) -> String {
+    format!("fr:{{fw:{}}}:{}", hex::encode(peer), hex::encode(nonce))
+}
+
+/// STRING (presence Redis): the home deployment of a device.
+pub fn presence(identity_key: &[u8], device_id: &[u8]) -> String {
+    format!("pr:{}:{}", identity_tag(identity_key), hex::encode(device_id))
+}
+
 /// The cluster hash slot of a key or shard channel (CRC16 of the hash tag, mod 16384).
 pub fn hash_slot(key: &str) -> u16 {
     fred::util::redis_keyslot(key.as_bytes())
@@ -67,5 +111,19 @@ mod tests {
         }
         assert_eq!(queue(&[0xab], b"\x01"), "mq:{ab}:01");
         assert_ne!(hash_slot(&keystore_devices(&[1])), hash_slot(&keystore_devices(&[2])));
+    }
+
+    #[test]
+    fn one_outbox_partition_one_slot() {
+        let slot = hash_slot(&outbox("eu.example", 3));
+        for k in [
+            outbox_failures("eu.example", 3),
+            outbox_lease("eu.example", 3),
+            outbox_channel("eu.example", 3),
+        ] {
+            assert_eq!(hash_slot(&k), slot, "{k}");
+        }
+        assert_eq!(outbox("a", 1), "fo:{fw:61:1}");
+        assert_ne!(hash_slot(&outbox("eu.example", 3)), hash_slot(&outbox("eu.example", 4)));
     }
 }

@@ -18,7 +18,16 @@ struct Cli {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let common = cli.role.common().clone();
+    // One-shot commands (federation-keygen) need no runtime, logs or traces.
+    let Some(common) = cli.role.common().cloned() else {
+        return match cli.role.run_once() {
+            Ok(()) => std::process::ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tassis: {e:#}");
+                std::process::ExitCode::from(2)
+            }
+        };
+    };
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {

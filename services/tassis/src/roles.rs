@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use tassis_attachments::{AttachmentsConfig, AttachmentsService};
+use tassis_federation::{Federation, FederationArgs, PresenceArgs};
 use tassis_gateway::GatewayConfig;
 use tassis_gateway::upstream::UpstreamArgs;
 use tassis_keystore::redis::RedisKeyStore;
@@ -36,6 +37,10 @@ pub enum Role {
         attachments: AttachmentsConfig,
         #[command(flatten)]
         redis: RedisArgs,
+        #[command(flatten)]
+        presence: PresenceArgs,
+        #[command(flatten)]
+        federation: FederationArgs,
     },
     /// The WebSocket gateway.
     Gateway {
@@ -57,6 +62,9 @@ pub enum Role {
         keystore: KeystoreConfig,
         #[command(flatten)]
         redis: RedisArgs,
+        /// Federation: Register and Unregister write the shared presence directory.
+        #[command(flatten)]
+        presence: PresenceArgs,
     },
     /// The messaging gRPC service.
     Messaging {
@@ -70,6 +78,12 @@ pub enum Role {
         /// only: with Redis the check is part of the enqueue script).
         #[arg(long, env = "TASSIS_KEYSTORE", default_value = "http://127.0.0.1:50051")]
         keystore: String,
+        /// Federation: enqueues are routed by the shared presence directory.
+        #[command(flatten)]
+        presence: PresenceArgs,
+        /// Federation: the server-to-server listener, the peers and the forwarder.
+        #[command(flatten)]
+        federation: FederationArgs,
     },
     /// The attachments gRPC service.
     Attachments {
@@ -78,16 +92,41 @@ pub enum Role {
         #[command(flatten)]
         attachments: AttachmentsConfig,
     },
+    /// Makes a federation signing key: writes it (64 hex digits, mode 0600) to --out for
+    /// --federation-signing-key-file, and prints the public key peers put in their
+    /// --federation-peers.
+    FederationKeygen {
+        /// File to write the key to (refused if it exists).
+        #[arg(long)]
+        out: std::path::PathBuf,
+    },
+}
+
+/// `tassis federation-keygen`: writes the key file, returns the public key (hex).
+fn federation_keygen(out: &std::path::Path) -> Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let (seed, public) = tassis_federation::generate_key();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("cannot create {}", out.display()))?;
+    writeln!(f, "{seed}").with_context(|| format!("cannot write {}", out.display()))?;
+    Ok(public)
 }
 
 impl Role {
-    pub fn common(&self) -> &CommonArgs {
+    /// The common flags of a role that serves (None for a one-shot command).
+    pub fn common(&self) -> Option<&CommonArgs> {
         match self {
             Role::Standalone { common, .. }
             | Role::Gateway { common, .. }
             | Role::Keystore { common, .. }
             | Role::Messaging { common, .. }
-            | Role::Attachments { common, .. } => common,
+            | Role::Attachments { common, .. } => Some(common),
+            Role::FederationKeygen { .. } => None,
         }
     }
 
@@ -99,6 +138,18 @@ impl Role {
             Role::Keystore { .. } => "keystore",
             Role::Messaging { .. } => "messaging",
             Role::Attachments { .. } => "attachments",
+            Role::FederationKeygen { .. } => "federation-keygen",
+        }
+    }
+
+    /// Runs a one-shot command (a role without [`Role::common`]).
+    pub fn run_once(&self) -> Result<()> {
+        match self {
+            Role::FederationKeygen { out } => {
+                println!("{}", federation_keygen(out)?);
+                Ok(())
+            }
+            _ => anyhow::bail!("{} is not a one-shot command", self.name()),
         }
     }
 
@@ -111,7 +162,23 @@ impl Role {
                 messaging,
                 attachments,
                 redis,
-            } => standalone(common, gateway, keystore, messaging, attachments, redis).await,
+                presence,
+                federation,
+            } => {
+                standalone(
+                    common,
+                    Services {
+                        gateway,
+                        keystore,
+                        messaging,
+                        attachments,
+                    },
+                    redis,
+                    presence,
+                    federation,
+                )
+                .await
+            }
             Role::Gateway {
                 common,
                 gateway,
@@ -133,13 +200,24 @@ impl Role {
                 common,
                 keystore,
                 redis,
+                presence,
             } => {
                 keystore.validate()?;
                 redis.validate()?;
+                presence.validate(redis.is_configured())?;
                 let p = Process::start(&common, "keystore").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
                 let backend: Arc<dyn KeyBackend> = if redis.is_configured() {
-                    Arc::new(RedisKeyStore::new(tassis_redis::connect(&redis).await?))
+                    let r = tassis_redis::connect(&redis).await?;
+                    let local: Arc<dyn KeyBackend> = Arc::new(RedisKeyStore::new(r.clone()));
+                    if presence.is_federated() {
+                        // Claims only: the outbox's message cap does not apply to them.
+                        Federation::connect(&presence, r, u64::MAX, &p.registry)
+                            .await?
+                            .keys(local)
+                    } else {
+                        local
+                    }
                 } else {
                     Arc::new(MemoryKeyStore::new())
                 };
@@ -154,17 +232,41 @@ impl Role {
                 messaging,
                 redis,
                 keystore,
+                presence,
+                federation,
             } => {
                 messaging.validate()?;
                 redis.validate()?;
+                presence.validate(redis.is_configured())?;
+                if presence.is_federated() {
+                    federation.validate(presence.name())?;
+                }
                 let p = Process::start(&common, "messaging").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
                 let queues: Arc<dyn QueueBackend> = if redis.is_configured() {
-                    Arc::new(
-                        RedisQueues::new(tassis_redis::connect(&redis).await?, messaging.retention())
+                    let r = tassis_redis::connect(&redis).await?;
+                    let local = Arc::new(
+                        RedisQueues::new(r.clone(), messaging.retention())
                             .await?
                             .with_replica_acks(messaging.replica_acks()),
-                    )
+                    );
+                    if presence.is_federated() {
+                        let fed =
+                            Federation::connect(&presence, r.clone(), federation.federation_max_queue_len, &p.registry)
+                                .await?;
+                        let local_keys: Arc<dyn KeyBackend> = Arc::new(RedisKeyStore::new(r));
+                        fed.serve_messaging(
+                            &federation,
+                            local,
+                            local_keys,
+                            messaging.max_message_size,
+                            p.shutdown.clone(),
+                        )
+                        .await?
+                        .queues
+                    } else {
+                        local
+                    }
                 } else {
                     let ks = tassis_gateway::upstream::channel(&keystore)?;
                     Arc::new(MemoryQueues::new(
@@ -178,6 +280,7 @@ impl Role {
                 tassis_messaging::serve(svc, listener, p.shutdown.clone()).await?;
                 Ok(())
             }
+            Role::FederationKeygen { .. } => self.run_once(),
             Role::Attachments { common, attachments } => {
                 attachments.validate()?;
                 attachments.s3(None)?;
@@ -300,34 +403,70 @@ impl Registrations for InProcessRegistrations {
     }
 }
 
-async fn standalone(
-    common: CommonArgs,
+/// The four services' configurations, for standalone.
+struct Services {
     gateway: GatewayConfig,
     keystore: KeystoreConfig,
     messaging: MessagingConfig,
     attachments: AttachmentsConfig,
+}
+
+async fn standalone(
+    common: CommonArgs,
+    services: Services,
     redis: RedisArgs,
+    presence: PresenceArgs,
+    federation: FederationArgs,
 ) -> Result<()> {
+    let Services {
+        gateway,
+        keystore,
+        messaging,
+        attachments,
+    } = services;
     gateway.validate()?;
     keystore.validate()?;
     messaging.validate()?;
     attachments.validate()?;
     redis.validate()?;
+    presence.validate(redis.is_configured())?;
+    if presence.is_federated() {
+        federation.validate(presence.name())?;
+    }
     let p = Process::start(&common, "standalone").await?;
     let local = "127.0.0.1:0".parse::<SocketAddr>().expect("literal");
+    // The internal services (and federation) stop only after the gateway has drained its clients.
+    let internal = Shutdown::new();
 
     type Backends = (Arc<dyn KeyBackend>, Arc<dyn QueueBackend>, tassis_ratelimit::Limiter);
     let (keys, queues, limiter): Backends = if redis.is_configured() {
         let r = tassis_redis::connect(&redis).await?;
-        (
-            Arc::new(RedisKeyStore::new(r.clone())),
-            Arc::new(
-                RedisQueues::new(r.clone(), messaging.retention())
-                    .await?
-                    .with_replica_acks(messaging.replica_acks()),
-            ),
-            tassis_ratelimit::Limiter::shared(r),
-        )
+        let local_keys: Arc<dyn KeyBackend> = Arc::new(RedisKeyStore::new(r.clone()));
+        let local_queues = Arc::new(
+            RedisQueues::new(r.clone(), messaging.retention())
+                .await?
+                .with_replica_acks(messaging.replica_acks()),
+        );
+        if presence.is_federated() {
+            let fed =
+                Federation::connect(&presence, r.clone(), federation.federation_max_queue_len, &p.registry).await?;
+            let serving = fed
+                .serve_messaging(
+                    &federation,
+                    local_queues,
+                    local_keys.clone(),
+                    messaging.max_message_size,
+                    internal.clone(),
+                )
+                .await?;
+            (
+                fed.keys(local_keys),
+                serving.queues,
+                tassis_ratelimit::Limiter::shared(r),
+            )
+        } else {
+            (local_keys, local_queues, tassis_ratelimit::Limiter::shared(r))
+        }
     } else {
         let keys = Arc::new(MemoryKeyStore::new());
         let regs = Arc::new(InProcessRegistrations(keys.clone()));
@@ -335,8 +474,6 @@ async fn standalone(
         (keys, queues, tassis_ratelimit::Limiter::local())
     };
 
-    // The internal services stop only after the gateway has drained its clients.
-    let internal = Shutdown::new();
     let ks_listener = tassis_runtime::bind(local).await?;
     let ks_addr = ks_listener.local_addr()?;
     let ks = tokio::spawn(tassis_keystore::serve(

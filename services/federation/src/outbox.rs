@@ -1,0 +1,352 @@
+//! The forwarding outbox, in this deployment's Redis Cluster: what waits to be forwarded to each
+//! peer deployment. A message is acked to its sender once it is here, so this is where "nothing
+//! acked is lost" holds for messages whose recipient lives elsewhere.
+//!
+//! Layout (names from [`tassis_redis::keys`]): per peer, [`PARTITIONS`] partitions, each with its
+//! own hash tag (so one peer's outbox spreads over the masters and several replicas can forward
+//! to one peer at once); a device always maps to the same partition, so its messages stay in
+//! send order. Per partition:
+//! - a STREAM of entries (field `k`: `m` a [`ForwardedMessage`] or `c` a claim — "this device's
+//!   home moved to the peer, hand its queue over"; field `p`: the protobuf; field `t`: the
+//!   enqueue's traceparent). Entry ids are `<ms>-<seq>`: the ms is when it was queued;
+//! - a HASH with the partition's failure streak (`first`, `last`: unix ms of the first and latest
+//!   failed attempt since the last success), read by the forwarder to space retries and to drop
+//!   messages that have failed for too long;
+//! - a lease STRING naming the replica that forwards the partition (SET NX PX, renewed);
+//! - a shard channel announcing new entries, so an idle forwarder wakes at once.
+//!
+//! The number of partitions is a layout constant, not a knob: changing it would strand entries in
+//! partitions nobody forwards any more.
+
+use bytes::Bytes;
+use prost::Message;
+use tassis_proto::tassis::{Address, ForwardedMessage};
+use tassis_redis::fred::interfaces::{HashesInterface, KeysInterface, StreamsInterface};
+use tassis_redis::fred::types::{Expiration, Key, SetOptions, Value};
+use tassis_redis::{Redis, Script, keys};
+
+use crate::FederationError;
+
+/// Outbox partitions per peer.
+pub const PARTITIONS: u16 = 16;
+
+/// The partition of a device (stable: derived from its queue's hash slot).
+pub fn partition(identity_key: &[u8], device_id: &[u8]) -> u16 {
+    let slot = keys::hash_slot(&keys::queue(identity_key, device_id));
+    // The slot only depends on the identity; mix in the device id so one identity's devices spread.
+    let mut h: u32 = u32::from(slot);
+    for b in device_id {
+        h = h.wrapping_mul(31).wrapping_add(u32::from(*b));
+    }
+    (h % u32::from(PARTITIONS)) as u16
+}
+
+/// What an outbox entry asks of the peer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Item {
+    /// Queue this message for its device.
+    Message(ForwardedMessage),
+    /// This device's home moved to us: hand its queued messages over.
+    Claim(Address),
+    /// An entry that does not parse (never written by tassis): dropped and counted.
+    Unreadable(String),
+}
+
+/// One outbox entry.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Entry {
+    /// The stream entry id.
+    pub id: String,
+    /// When it was queued (unix ms, from the id).
+    pub queued_at_ms: i64,
+    pub item: Item,
+    /// The enqueue's W3C traceparent, when traced.
+    pub trace: Option<String>,
+}
+
+/// A partition's failure streak: unix ms of the first and the latest failed attempt.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Streak {
+    pub first: i64,
+    pub last: i64,
+}
+
+/// KEYS: the stream. ARGV: kind, payload, traceparent ('' when none), cap, channel.
+/// Returns the entry id, or false when the partition is full (the cap applies to messages only:
+/// a claim is never refused, it stands for a whole queue of messages elsewhere).
+const PUSH: &str = r#"
+if ARGV[1] == 'm' and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[4]) then return false end
+local id
+if ARGV[3] ~= '' then
+  id = redis.call('XADD', KEYS[1], '*', 'k', ARGV[1], 'p', ARGV[2], 't', ARGV[3])
+else
+  id = redis.call('XADD', KEYS[1], '*', 'k', ARGV[1], 'p', ARGV[2])
+end
+redis.call('SPUBLISH', ARGV[5], id)
+return id
+"#;
+
+/// KEYS: the lease. ARGV: owner, ttl ms. Extends the lease if `owner` holds it.
+const RENEW: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: the lease. ARGV: owner. Releases the lease if `owner` holds it.
+const RELEASE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#;
+
+/// KEYS: the failure hash. ARGV: now (ms). Records a failed attempt; returns {first, last}.
+const FAILED: &str = r#"
+redis.call('HSETNX', KEYS[1], 'first', ARGV[1])
+redis.call('HSET', KEYS[1], 'last', ARGV[1])
+return {tonumber(redis.call('HGET', KEYS[1], 'first')), tonumber(ARGV[1])}
+"#;
+
+/// The outbox of one deployment.
+pub struct Outbox {
+    /// This deployment's Redis (Cluster).
+    redis: Redis,
+    /// Entries one partition may hold.
+    max_len: u64,
+    push: Script,
+    renew: Script,
+    release: Script,
+    failed: Script,
+}
+
+fn bad_reply(what: &str, v: &impl std::fmt::Debug) -> FederationError {
+    FederationError::Unavailable(format!("unexpected reply from Redis to {what}: {v:?}"))
+}
+
+impl Outbox {
+    pub fn new(redis: Redis, max_len: u64) -> Self {
+        Self {
+            redis,
+            max_len,
+            push: Script::new(PUSH),
+            renew: Script::new(RENEW),
+            release: Script::new(RELEASE),
+            failed: Script::new(FAILED),
+        }
+    }
+
+    /// The Redis the outbox lives in.
+    pub fn redis(&self) -> &Redis {
+        &self.redis
+    }
+
+    /// Queues `item` for `peer` in the partition of its device. Returns only once Redis has it;
+    /// [`FederationError::Unavailable`] when the partition is full.
+    pub async fn push(&self, peer: &str, item: &Item, trace: Option<&str>) -> Result<String, FederationError> {
+        let (kind, payload, address) = match item {
+            Item::Message(m) => ("m", m.encode_to_vec(), m.message.as_ref().and_then(|o| o.to.as_ref())),
+            Item::Claim(a) => ("c", a.encode_to_vec(), Some(a)),
+            Item::Unreadable(_) => return Err(FederationError::InvalidRequest("an unreadable outbox entry".into())),
+        };
+        let a = address.ok_or_else(|| FederationError::InvalidRequest("an outbox entry without an address".into()))?;
+        let p = partition(&a.identity_key, &a.device_id);
+        let args = vec![
+            Value::from(kind),
+            Value::Bytes(payload.into()),
+            Value::from(trace.unwrap_or_default()),
+            Value::Integer(i64::try_from(self.max_len).unwrap_or(i64::MAX)),
+            Value::from(keys::outbox_channel(peer, p)),
+        ];
+        let reply: Value = self
+            .push
+            .run(self.redis.pool(), vec![Key::from(keys::outbox(peer, p))], args)
+            .await?;
+        match reply {
+            Value::Null => Err(FederationError::Unavailable(format!(
+                "the forwarding queue to {peer} is full ({} entries in partition {p})",
+                self.max_len
+            ))),
+            other => other.as_string().ok_or_else(|| bad_reply("the outbox push", &other)),
+        }
+    }
+
+    /// Up to `count` entries from the head of a partition, oldest first.
+    pub async fn head(&self, peer: &str, p: u16, count: usize) -> Result<Vec<Entry>, FederationError> {
+        let reply: Value = self
+            .redis
+            .pool()
+            .xrange(keys::outbox(peer, p), "-", "+", Some(count as u64))
+            .await?;
+        match reply {
+            Value::Null => Ok(Vec::new()),
+            Value::Array(entries) => entries.into_iter().map(parse_entry).collect(),
+            other => Err(bad_reply("XRANGE", &other)),
+        }
+    }
+
+    /// Removes entries (forwarded, or dropped).
+    pub async fn remove(&self, peer: &str, p: u16, ids: &[String]) -> Result<(), FederationError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let _: i64 = self.redis.pool().xdel(keys::outbox(peer, p), ids.to_vec()).await?;
+        Ok(())
+    }
+
+    /// Entries waiting in a partition.
+    pub async fn len(&self, peer: &str, p: u16) -> Result<u64, FederationError> {
+        let n: i64 = self.redis.pool().xlen(keys::outbox(peer, p)).await?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The partition's failure streak, if it is failing.
+    pub async fn streak(&self, peer: &str, p: u16) -> Result<Option<Streak>, FederationError> {
+        let v: Vec<Option<i64>> = self
+            .redis
+            .pool()
+            .hmget(keys::outbox_failures(peer, p), vec!["first", "last"])
+            .await?;
+        Ok(match v.as_slice() {
+            [Some(first), Some(last)] => Some(Streak {
+                first: *first,
+                last: *last,
+            }),
+            _ => None,
+        })
+    }
+
+    /// Records a failed attempt at `now`.
+    pub async fn record_failure(&self, peer: &str, p: u16, now: i64) -> Result<Streak, FederationError> {
+        let v: Vec<i64> = self
+            .failed
+            .run(
+                self.redis.pool(),
+                vec![Key::from(keys::outbox_failures(peer, p))],
+                vec![Value::Integer(now)],
+            )
+            .await?;
+        match v.as_slice() {
+            [first, last] => Ok(Streak {
+                first: *first,
+                last: *last,
+            }),
+            other => Err(bad_reply("the failure record", &other)),
+        }
+    }
+
+    /// Ends the failure streak (an attempt succeeded).
+    pub async fn clear_failures(&self, peer: &str, p: u16) -> Result<(), FederationError> {
+        let _: i64 = self.redis.pool().del(keys::outbox_failures(peer, p)).await?;
+        Ok(())
+    }
+
+    /// Takes the partition's lease for `ttl` if nobody holds it.
+    pub async fn acquire(
+        &self,
+        peer: &str,
+        p: u16,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, FederationError> {
+        let v: Value = self
+            .redis
+            .pool()
+            .set(
+                keys::outbox_lease(peer, p),
+                owner,
+                Some(Expiration::PX(ttl.as_millis() as i64)),
+                Some(SetOptions::NX),
+                false,
+            )
+            .await?;
+        Ok(!v.is_null())
+    }
+
+    /// Extends a lease `owner` holds; false if it lost it.
+    pub async fn renew(
+        &self,
+        peer: &str,
+        p: u16,
+        owner: &str,
+        ttl: std::time::Duration,
+    ) -> Result<bool, FederationError> {
+        let n: i64 = self
+            .renew
+            .run(
+                self.redis.pool(),
+                vec![Key::from(keys::outbox_lease(peer, p))],
+                vec![Value::from(owner), Value::Integer(ttl.as_millis() as i64)],
+            )
+            .await?;
+        Ok(n == 1)
+    }
+
+    /// Gives a lease up (on shutdown), so another replica takes over at once.
+    pub async fn release(&self, peer: &str, p: u16, owner: &str) -> Result<(), FederationError> {
+        let _: i64 = self
+            .release
+            .run(
+                self.redis.pool(),
+                vec![Key::from(keys::outbox_lease(peer, p))],
+                vec![Value::from(owner)],
+            )
+            .await?;
+        Ok(())
+    }
+}
+
+fn value_bytes(v: Value) -> Option<Bytes> {
+    match v {
+        Value::Bytes(b) => Some(b),
+        Value::String(s) => Some(s.into_inner()),
+        _ => None,
+    }
+}
+
+/// One XRANGE entry: `[id, [field, value, ...]]`.
+fn parse_entry(entry: Value) -> Result<Entry, FederationError> {
+    let Value::Array(parts) = entry else {
+        return Err(bad_reply("XRANGE", &entry));
+    };
+    let mut parts = parts.into_iter();
+    let id = parts
+        .next()
+        .and_then(|v| v.as_string())
+        .ok_or_else(|| bad_reply("XRANGE", &"an entry without an id"))?;
+    let queued_at_ms = id
+        .split_once('-')
+        .and_then(|(ms, _)| ms.parse::<i64>().ok())
+        .ok_or_else(|| bad_reply("XRANGE", &id))?;
+    let Some(Value::Array(fields)) = parts.next() else {
+        return Err(bad_reply("XRANGE", &"an entry without fields"));
+    };
+    let (mut kind, mut payload, mut trace) = (None, None, None);
+    let mut fields = fields.into_iter();
+    while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
+        match name.as_bytes() {
+            Some(b"k") => kind = value.as_string(),
+            Some(b"p") => payload = value_bytes(value),
+            Some(b"t") => trace = value.as_string(),
+            _ => {}
+        }
+    }
+    let item = match (kind.as_deref(), payload) {
+        (Some("m"), Some(p)) => ForwardedMessage::decode(p)
+            .map(Item::Message)
+            .unwrap_or_else(|_| Item::Unreadable("a message that does not decode".into())),
+        (Some("c"), Some(p)) => Address::decode(p)
+            .map(Item::Claim)
+            .unwrap_or_else(|_| Item::Unreadable("a claim that does not decode".into())),
+        (kind, _) => Item::Unreadable(format!("an entry of kind {kind:?} without a payload")),
+    };
+    Ok(Entry {
+        id,
+        queued_at_ms,
+        item,
+        trace,
+    })
+}

@@ -1,0 +1,221 @@
+//! Where federation meets the services: wrappers of the keystore's and messaging's backends, so
+//! the services themselves (and the gateway) do not change.
+//!
+//! - [`FederatedKeys`] wraps the local [`KeyBackend`]: a Register claims the device in the
+//!   presence directory for this deployment, and if the device was homed elsewhere, queues a claim
+//!   for that old home (so it hands the device's queued messages over); an Unregister releases it.
+//! - [`FederatedQueues`] wraps the local [`QueueBackend`]: an enqueue asks the directory for the
+//!   recipient's home; local devices go to the local queue as before, devices homed at a peer go
+//!   to the outbox as a `ForwardedMessage`, and the sender is acked once the outbox has it. Reads,
+//!   acks and watches are the local queue's.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tassis_keystore::backend::{DeviceStatus, PreKeyBundle, RegisterLimits, RegisterOutcome};
+use tassis_keystore::{KeyBackend, KeystoreError};
+use tassis_messaging::backend::{DeviceAddress, QueueBackend, StoredMessage, Watch, current_traceparent};
+use tassis_messaging::{MessageId, MessagingError};
+use tassis_proto::tassis::{Address, ForwardedMessage, OutboundMessage};
+
+use crate::metrics::Metrics;
+use crate::outbox::{Item, Outbox};
+use crate::presence::Presence;
+
+/// The keystore backend of a federated deployment.
+pub struct FederatedKeys {
+    /// This deployment's own registrations.
+    local: Arc<dyn KeyBackend>,
+    /// The shared directory.
+    presence: Arc<dyn Presence>,
+    /// Where claims for old homes are queued.
+    outbox: Arc<Outbox>,
+    /// This deployment's name.
+    name: String,
+    metrics: Arc<Metrics>,
+}
+
+impl FederatedKeys {
+    pub fn new(
+        local: Arc<dyn KeyBackend>,
+        presence: Arc<dyn Presence>,
+        outbox: Arc<Outbox>,
+        name: String,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            local,
+            presence,
+            outbox,
+            name,
+            metrics,
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl KeyBackend for FederatedKeys {
+    async fn register(
+        &self,
+        identity_key: &Bytes,
+        device_id: &Bytes,
+        signed_pre_key: Bytes,
+        one_time_pre_keys: Vec<Bytes>,
+        limits: RegisterLimits,
+    ) -> Result<RegisterOutcome, KeystoreError> {
+        // Registered here first, so that whoever reads the new home can deliver to it.
+        let out = self
+            .local
+            .register(identity_key, device_id, signed_pre_key, one_time_pre_keys, limits)
+            .await?;
+        let previous = self.presence.claim(identity_key, device_id, &self.name).await?;
+        if let Some(old) = previous.filter(|p| *p != self.name) {
+            let claim = Item::Claim(Address {
+                identity_key: identity_key.clone(),
+                device_id: device_id.clone(),
+            });
+            if let Err(e) = self.outbox.push(&old, &claim, None).await {
+                // Put the old home back, so that the client's retry of this Register sees the
+                // move again and queues the claim then.
+                if let Err(undo) = self.presence.claim(identity_key, device_id, &old).await {
+                    tracing::error!(error = %undo, old_home = %old, "could not restore a device's home after a failed claim");
+                }
+                return Err(e.into());
+            }
+            self.metrics.claims.with_label_values(&[old.as_str()]).inc();
+            tracing::info!(old_home = %old, "device moved its home here; its old home will hand its messages over");
+        }
+        Ok(out)
+    }
+
+    async fn unregister(&self, identity_key: &Bytes, device_id: &Bytes) -> Result<bool, KeystoreError> {
+        let existed = self.local.unregister(identity_key, device_id).await?;
+        self.presence.release(identity_key, device_id, &self.name).await?;
+        Ok(existed)
+    }
+
+    async fn request_pre_keys(
+        &self,
+        identity_key: &Bytes,
+        known_device_ids: &[Bytes],
+    ) -> Result<Vec<PreKeyBundle>, KeystoreError> {
+        self.local.request_pre_keys(identity_key, known_device_ids).await
+    }
+
+    async fn device_status(&self, identity_key: &Bytes, device_id: &Bytes) -> Result<DeviceStatus, KeystoreError> {
+        self.local.device_status(identity_key, device_id).await
+    }
+
+    fn kind(&self) -> &'static str {
+        self.local.kind()
+    }
+}
+
+/// The queue backend of a federated deployment.
+pub struct FederatedQueues {
+    /// This deployment's own queues.
+    local: Arc<dyn QueueBackend>,
+    /// The shared directory.
+    presence: Arc<dyn Presence>,
+    /// Messages for devices homed at peers.
+    outbox: Arc<Outbox>,
+    /// This deployment's name.
+    name: String,
+    /// The allowlisted peers: the only deployments messages are forwarded to.
+    peers: HashSet<String>,
+    metrics: Arc<Metrics>,
+}
+
+impl FederatedQueues {
+    pub fn new(
+        local: Arc<dyn QueueBackend>,
+        presence: Arc<dyn Presence>,
+        outbox: Arc<Outbox>,
+        name: String,
+        peers: HashSet<String>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            local,
+            presence,
+            outbox,
+            name,
+            peers,
+            metrics,
+        }
+    }
+
+    /// Where the device lives now: None for here.
+    async fn remote_home(&self, to: &DeviceAddress) -> Result<Option<String>, MessagingError> {
+        let home = self.presence.home(&to.identity_key, &to.device_id).await?;
+        Ok(home.filter(|h| *h != self.name))
+    }
+
+    /// Queues the message for the device's home deployment `home`.
+    async fn forward(&self, home: &str, to: &DeviceAddress, payload: Bytes) -> Result<MessageId, MessagingError> {
+        if !self.peers.contains(home) {
+            return Err(MessagingError::Unavailable(format!(
+                "the recipient's home deployment {home:?} is not a federation peer of this one"
+            )));
+        }
+        let item = Item::Message(ForwardedMessage {
+            message: Some(OutboundMessage {
+                to: Some(Address {
+                    identity_key: to.identity_key.clone(),
+                    device_id: to.device_id.clone(),
+                }),
+                unidentified_sender_message: payload,
+            }),
+            first_failed: 0,
+            last_failed: 0,
+        });
+        let id = self.outbox.push(home, &item, current_traceparent().as_deref()).await?;
+        self.metrics.queued.with_label_values(&[home]).inc();
+        id.parse()
+            .map_err(|_| MessagingError::Unavailable(format!("the outbox returned a malformed id {id:?}")))
+    }
+}
+
+#[async_trait::async_trait]
+impl QueueBackend for FederatedQueues {
+    async fn enqueue(&self, to: &DeviceAddress, payload: Bytes) -> Result<MessageId, MessagingError> {
+        if let Some(home) = self.remote_home(to).await? {
+            return self.forward(&home, to, payload).await;
+        }
+        match self.local.enqueue(to, payload.clone()).await {
+            // The device may have moved between the look-up and the enqueue: its old home (us)
+            // drops the registration before handing the queue over, so look again.
+            Err(MessagingError::UnknownDevice) => match self.remote_home(to).await? {
+                Some(home) => self.forward(&home, to, payload).await,
+                None => Err(MessagingError::UnknownDevice),
+            },
+            other => other,
+        }
+    }
+
+    async fn read(
+        &self,
+        device: &DeviceAddress,
+        after: Option<MessageId>,
+        limit: usize,
+    ) -> Result<Vec<StoredMessage>, MessagingError> {
+        self.local.read(device, after, limit).await
+    }
+
+    async fn ack(&self, device: &DeviceAddress, id: MessageId) -> Result<bool, MessagingError> {
+        self.local.ack(device, id).await
+    }
+
+    async fn watch(&self, device: &DeviceAddress) -> Result<Watch, MessagingError> {
+        self.local.watch(device).await
+    }
+
+    async fn depth(&self, device: &DeviceAddress) -> Result<u64, MessagingError> {
+        self.local.depth(device).await
+    }
+
+    fn kind(&self) -> &'static str {
+        self.local.kind()
+    }
+}
