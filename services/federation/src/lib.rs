@@ -105,7 +105,7 @@ impl Federation {
         args: &FederationArgs,
         local: Arc<RedisQueues>,
         local_keys: Arc<dyn KeyBackend>,
-        max_message_size: usize,
+        messaging: &tassis_messaging::MessagingConfig,
         shutdown: Shutdown,
     ) -> Result<Serving, FederationError> {
         let (key, peers) = args.load(&self.name)?;
@@ -147,7 +147,8 @@ impl Federation {
             local_keys,
             outbox: self.outbox.clone(),
             presence: self.presence.clone(),
-            max_message_size,
+            max_message_size: messaging.max_message_size,
+            max_message_age: messaging.max_message_age,
             max_request_size: max_request,
             metrics: self.metrics.clone(),
         };

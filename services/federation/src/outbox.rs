@@ -111,6 +111,21 @@ redis.call('HSET', KEYS[1], 'last', ARGV[1])
 return {tonumber(redis.call('HGET', KEYS[1], 'first')), tonumber(ARGV[1])}
 "#;
 
+/// KEYS: the device's queue, its handoff marker. ARGV: the oldest id still within the age limit.
+/// Ends the handoff (deletes the marker) if the queue is empty; returns 1 if it did.
+const FINISH_HANDOFF: &str = r#"
+redis.call('XTRIM', KEYS[1], 'MINID', ARGV[1])
+if redis.call('XLEN', KEYS[1]) == 0 then
+  redis.call('DEL', KEYS[2])
+  return 1
+end
+return 0
+"#;
+
+/// How long a handoff marker outlives an interrupted handoff (the claimant retries the claim
+/// long before; this only bounds a marker whose claim was lost with its whole deployment).
+const HANDOFF_MARKER_TTL_MS: i64 = 24 * 3600 * 1000;
+
 /// The outbox of one deployment.
 pub struct Outbox {
     /// This deployment's Redis (Cluster).
@@ -118,6 +133,7 @@ pub struct Outbox {
     /// Entries one partition may hold.
     max_len: u64,
     push: Script,
+    finish_handoff: Script,
     renew: Script,
     release: Script,
     failed: Script,
@@ -133,6 +149,7 @@ impl Outbox {
             redis,
             max_len,
             push: Script::new(PUSH),
+            finish_handoff: Script::new(FINISH_HANDOFF),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
             failed: Script::new(FAILED),
@@ -172,6 +189,51 @@ impl Outbox {
             ))),
             other => other.as_string().ok_or_else(|| bad_reply("the outbox push", &other)),
         }
+    }
+
+    /// Starts handing a device's local queue over to `home`: while the marker exists, the local
+    /// enqueue script keeps queueing the device's messages here (behind those being handed over)
+    /// although its registration is gone.
+    pub async fn begin_handoff(
+        &self,
+        identity_key: &[u8],
+        device_id: &[u8],
+        home: &str,
+    ) -> Result<(), FederationError> {
+        let _: Value = self
+            .redis
+            .pool()
+            .set(
+                keys::handoff(identity_key, device_id),
+                home,
+                Some(Expiration::PX(HANDOFF_MARKER_TTL_MS)),
+                None,
+                false,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Ends a handoff if the device's local queue is empty (what is older than `oldest_kept`
+    /// is past retention and dropped first); false: more arrived, hand that over too.
+    pub async fn finish_handoff(
+        &self,
+        identity_key: &[u8],
+        device_id: &[u8],
+        oldest_kept: &str,
+    ) -> Result<bool, FederationError> {
+        let n: i64 = self
+            .finish_handoff
+            .run(
+                self.redis.pool(),
+                vec![
+                    Key::from(keys::queue(identity_key, device_id)),
+                    Key::from(keys::handoff(identity_key, device_id)),
+                ],
+                vec![Value::from(oldest_kept)],
+            )
+            .await?;
+        Ok(n == 1)
     }
 
     /// Up to `count` entries from the head of a partition, oldest first.

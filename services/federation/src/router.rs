@@ -4,10 +4,11 @@
 //! - [`FederatedKeys`] wraps the local [`KeyBackend`]: a Register claims the device in the
 //!   presence directory for this deployment, and if the device was homed elsewhere, queues a claim
 //!   for that old home (so it hands the device's queued messages over); an Unregister releases it.
-//! - [`FederatedQueues`] wraps the local [`QueueBackend`]: an enqueue asks the directory for the
-//!   recipient's home; local devices go to the local queue as before, devices homed at a peer go
-//!   to the outbox as a `ForwardedMessage`, and the sender is acked once the outbox has it. Reads,
-//!   acks and watches are the local queue's.
+//! - [`FederatedQueues`] wraps the local [`QueueBackend`]: devices registered here go to the local
+//!   queue as before (the enqueue script's own registration check decides, so a local send costs
+//!   nothing more); for any other device the directory is asked for its home, and a device homed
+//!   at a peer gets the message in the outbox as a `ForwardedMessage`; the sender is acked once
+//!   the outbox has it. Reads, acks and watches are the local queue's.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -179,13 +180,11 @@ impl FederatedQueues {
 
 #[async_trait::async_trait]
 impl QueueBackend for FederatedQueues {
+    /// Local first: a device registered here (or whose queue is being handed over from here) is
+    /// queued here, so its messages stay in one order even while it moves; the directory is only
+    /// asked for devices this deployment does not have.
     async fn enqueue(&self, to: &DeviceAddress, payload: Bytes) -> Result<MessageId, MessagingError> {
-        if let Some(home) = self.remote_home(to).await? {
-            return self.forward(&home, to, payload).await;
-        }
         match self.local.enqueue(to, payload.clone()).await {
-            // The device may have moved between the look-up and the enqueue: its old home (us)
-            // drops the registration before handing the queue over, so look again.
             Err(MessagingError::UnknownDevice) => match self.remote_home(to).await? {
                 Some(home) => self.forward(&home, to, payload).await,
                 None => Err(MessagingError::UnknownDevice),

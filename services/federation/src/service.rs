@@ -37,6 +37,8 @@ pub struct FederationService {
     pub(crate) presence: Arc<dyn Presence>,
     /// Largest forwarded payload accepted (the messaging limit).
     pub(crate) max_message_size: usize,
+    /// The messaging age limit (what a handoff leaves behind as expired).
+    pub(crate) max_message_age: std::time::Duration,
     /// Largest request accepted.
     pub(crate) max_request_size: usize,
     pub(crate) metrics: Arc<Metrics>,
@@ -102,45 +104,63 @@ impl FederationService {
         }
     }
 
-    /// Hands a device's queued messages over to `home`, after dropping its registration here (so
-    /// that nothing new can be queued locally behind the handoff). Returns how many.
+    /// Hands a device's queued messages over to `home`, in order: marks the handoff (new messages
+    /// for the device keep queueing locally, behind the rest), drops the device's registration
+    /// here, moves the queue into the outbox, and ends the handoff once the queue is empty (from
+    /// then on new messages find no local device and go straight to the outbox, after everything
+    /// handed over). Interrupted, it is simply done again when the claimant retries. Returns how
+    /// many messages it moved.
     async fn hand_over(&self, device: &DeviceAddress, home: &str) -> Result<u32, FederationError> {
-        self.local_keys
-            .unregister(&device.identity_key, &device.device_id)
-            .await
-            .map_err(|e| FederationError::Unavailable(e.to_string()))?;
+        let (ik, dev) = (&device.identity_key, &device.device_id);
+        let unavailable = |e: &dyn std::fmt::Display| FederationError::Unavailable(e.to_string());
+        self.outbox.begin_handoff(ik, dev, home).await?;
+        self.local_keys.unregister(ik, dev).await.map_err(|e| unavailable(&e))?;
         let mut moved = 0u32;
+        let mut empty_rounds = 0;
         loop {
             let batch = self
                 .local_queues
                 .read(device, None, HANDOFF_BATCH)
                 .await
-                .map_err(|e| FederationError::Unavailable(e.to_string()))?;
+                .map_err(|e| unavailable(&e))?;
             if batch.is_empty() {
-                return Ok(moved);
+                if self.outbox.finish_handoff(ik, dev, &self.oldest_kept()).await? {
+                    return Ok(moved);
+                }
+                empty_rounds += 1;
+                if empty_rounds > 100 {
+                    return Err(FederationError::Unavailable(
+                        "the queue being handed over does not drain; the claim will be retried".into(),
+                    ));
+                }
+                continue;
             }
             for m in batch {
                 let item = Item::Message(ForwardedMessage {
                     message: Some(OutboundMessage {
                         to: Some(Address {
-                            identity_key: device.identity_key.clone(),
-                            device_id: device.device_id.clone(),
+                            identity_key: ik.clone(),
+                            device_id: dev.clone(),
                         }),
                         unidentified_sender_message: m.payload,
                     }),
                     first_failed: 0,
                     last_failed: 0,
                 });
-                // In queue order; each one leaves the local queue only once the outbox has it.
+                // Each message leaves the local queue only once the outbox has it.
                 self.outbox.push(home, &item, m.trace.as_deref()).await?;
-                self.local_queues
-                    .ack(device, m.id)
-                    .await
-                    .map_err(|e| FederationError::Unavailable(e.to_string()))?;
+                self.local_queues.ack(device, m.id).await.map_err(|e| unavailable(&e))?;
                 moved += 1;
                 self.metrics.handed_over.with_label_values(&[home]).inc();
             }
         }
+    }
+
+    /// The oldest message id still within the age limit, by this process's clock.
+    fn oldest_kept(&self) -> String {
+        let now = tassis_runtime::unix_ms().max(0) as u64;
+        let age = u64::try_from(self.max_message_age.as_millis()).unwrap_or(u64::MAX);
+        format!("{}-0", now.saturating_sub(age))
     }
 }
 

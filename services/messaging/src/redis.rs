@@ -61,12 +61,15 @@ const PAYLOAD_FIELD: &str = "p";
 /// The stream field holding the enqueue's W3C traceparent (absent when not traced).
 const TRACE_FIELD: &str = "t";
 
-/// KEYS: the keystore's devices hash, the queue. ARGV: device id, payload, cap, max age (ms),
-/// notification channel, traceparent (empty when not traced), `1` to also return the id of the
-/// cluster node that ran it (for the replica-ack WAIT). Returns the new entry id (with `1`:
-/// `[entry id, node id]`), or nil when the device is not registered.
+/// KEYS: the keystore's devices hash, the queue, the device's federation handoff marker.
+/// ARGV: device id, payload, cap, max age (ms), notification channel, traceparent (empty when not
+/// traced), `1` to also return the id of the cluster node that ran it (for the replica-ack WAIT).
+/// Returns the new entry id (with `1`: `[entry id, node id]`), or nil when the device is not
+/// registered. A device whose queue is being handed over to its new home deployment (the marker
+/// exists; its registration is already gone) still queues here, behind what is being handed
+/// over, so that the new home gets everything in send order (tassis-federation).
 const ENQUEUE: &str = r#"
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return false end
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 and redis.call('EXISTS', KEYS[3]) == 0 then return false end
 local id
 if ARGV[6] ~= '' then
   id = redis.call('XADD', KEYS[2], 'MAXLEN', '=', ARGV[3], '*', 'p', ARGV[2], 't', ARGV[6])
@@ -217,7 +220,11 @@ impl QueueBackend for RedisQueues {
 
     async fn enqueue(&self, to: &DeviceAddress, payload: Bytes) -> Result<MessageId, MessagingError> {
         let (ik, dev) = (&to.identity_key[..], &to.device_id[..]);
-        let keys: Vec<Key> = vec![keys::keystore_devices(ik).into(), keys::queue(ik, dev).into()];
+        let keys: Vec<Key> = vec![
+            keys::keystore_devices(ik).into(),
+            keys::queue(ik, dev).into(),
+            keys::handoff(ik, dev).into(),
+        ];
         let args = vec![
             Value::Bytes(to.device_id.clone()),
             Value::Bytes(payload),

@@ -13,6 +13,7 @@
 //! | `ks:{ik}:otk` | ZSET | one-time prekeys of every device, see [`keystore_one_time_keys`] |
 //! | `mq:{ik}:<dev>` | STREAM | the device's queue; field `p` is the sealed-sender payload |
 //! | `mn:{ik}:<dev>` | shard channel | new-message notifications (the payload is the entry id) |
+//! | `mh:{ik}:<dev>` | STRING | federation: the device's queue is being handed over to its new home (value: that home) |
 //! | `fo:{fw:<peer>:<p>}` | STREAM | federation outbox: what waits to be forwarded to one peer deployment, partition `p` |
 //! | `fs:{fw:<peer>:<p>}` | HASH | that outbox's failure streak (`first`, `last`: unix ms of failed attempts) |
 //! | `fl:{fw:<peer>:<p>}` | STRING | the lease of the messaging replica forwarding that outbox |
@@ -52,6 +53,12 @@ pub fn queue(identity_key: &[u8], device_id: &[u8]) -> String {
 /// Sharded pub/sub channel announcing new messages of the device.
 pub fn notify_channel(identity_key: &[u8], device_id: &[u8]) -> String {
     format!("mn:{}:{}", identity_tag(identity_key), hex::encode(device_id))
+}
+
+/// STRING: present while the device's queue is being handed over to its new home deployment
+/// (federation); the enqueue script still queues locally while it exists.
+pub fn handoff(identity_key: &[u8], device_id: &[u8]) -> String {
+    format!("mh:{}:{}", identity_tag(identity_key), hex::encode(device_id))
 }
 
 /// `{fw:<hex peer>:<partition>}`: the hash tag of one outbox partition's keys.
@@ -106,6 +113,7 @@ mod tests {
             keystore_one_time_keys(&ik),
             queue(&ik, b"d}1"),
             notify_channel(&ik, b"x"),
+            handoff(&ik, b"x"),
         ] {
             assert_eq!(hash_slot(&k), slot, "{k}");
         }

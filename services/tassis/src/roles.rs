@@ -255,15 +255,9 @@ impl Role {
                             Federation::connect(&presence, r.clone(), federation.federation_max_queue_len, &p.registry)
                                 .await?;
                         let local_keys: Arc<dyn KeyBackend> = Arc::new(RedisKeyStore::new(r));
-                        fed.serve_messaging(
-                            &federation,
-                            local,
-                            local_keys,
-                            messaging.max_message_size,
-                            p.shutdown.clone(),
-                        )
-                        .await?
-                        .queues
+                        fed.serve_messaging(&federation, local, local_keys, &messaging, p.shutdown.clone())
+                            .await?
+                            .queues
                     } else {
                         local
                     }
@@ -455,7 +449,7 @@ async fn standalone(
                     &federation,
                     local_queues,
                     local_keys.clone(),
-                    messaging.max_message_size,
+                    &messaging,
                     internal.clone(),
                 )
                 .await?;
