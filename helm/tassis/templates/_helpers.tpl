@@ -100,6 +100,59 @@ app.kubernetes.io/component: {{ .role }}
 {{- end }}
 {{- end }}
 
+{{/* "true" when federation is on for `.role` (keystore and messaging take part), else "". */}}
+{{- define "tassis.federated" -}}
+{{- if and .root.Values.federation.enabled (has .role (list "keystore" "messaging")) }}true{{ end }}
+{{- end }}
+
+{{/* Name of the federation endpoint's Service and Ingress: `<fullname>-federation`. */}}
+{{- define "tassis.federationName" -}}
+{{- printf "%s-federation" (include "tassis.fullname" .) }}
+{{- end }}
+
+{{/* The Secret holding the presence Redis password, "" when there is no password. */}}
+{{- define "tassis.presenceRedisSecretName" -}}
+{{- $p := .Values.federation.presenceRedis }}
+{{- if $p.existingSecret }}
+{{- $p.existingSecret }}
+{{- else if $p.password }}
+{{- printf "%s-presence-redis" (include "tassis.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* "true" when the presence Redis password is mounted (a chart-made Secret, or existingSecret). */}}
+{{- define "tassis.presenceRedisPassword" -}}
+{{- $p := .Values.federation.presenceRedis }}
+{{- if or $p.password (and $p.existingSecret $p.existingSecretPasswordKey) }}true{{ end }}
+{{- end }}
+
+{{/* The Secret holding the federation signing key, "" when none is given. */}}
+{{- define "tassis.signingKeySecretName" -}}
+{{- $k := .Values.federation.signingKey }}
+{{- if $k.existingSecret }}
+{{- $k.existingSecret }}
+{{- else if $k.value }}
+{{- printf "%s-federation" (include "tassis.fullname" .) }}
+{{- end }}
+{{- end }}
+
+{{/* `--federation-peers`: `name=<public key>@<url>,…`. */}}
+{{- define "tassis.federationPeers" -}}
+{{- $peers := list }}
+{{- range .Values.federation.peers }}
+{{- $peers = append $peers (printf "%s=%s@%s" .name .publicKey .url) }}
+{{- end }}
+{{- join "," $peers }}
+{{- end }}
+
+{{/* The federation endpoint as peers list it, "" when the chart does not know it. */}}
+{{- define "tassis.federationUrl" -}}
+{{- $f := .Values.federation }}
+{{- if and $f.ingress.enabled $f.ingress.host }}
+{{- printf "https://%s:443" $f.ingress.host }}
+{{- end }}
+{{- end }}
+
 {{/* The gateways' public base URL (`--public-url`), "" when unknown. */}}
 {{- define "tassis.publicUrl" -}}
 {{- if .Values.publicUrl }}
@@ -200,6 +253,29 @@ role's `config` with the same variable replaces the chart's value instead of dup
 {{- $env = append $env (list "TASSIS_REDIS_CONNECT_TIMEOUT" $root.Values.redis.connectTimeout) }}
 {{- $env = append $env (list "TASSIS_REDIS_COMMAND_TIMEOUT" $root.Values.redis.commandTimeout) }}
 {{- end }}
+{{- if include "tassis.federated" . }}
+{{- $f := $root.Values.federation }}
+{{- $env = append $env (list "TASSIS_PUBLIC_ADDR" $f.publicAddr) }}
+{{- if not $f.presenceRedis.urlSecretKey }}
+{{- $env = append $env (list "TASSIS_PRESENCE_REDIS_URL" $f.presenceRedis.url) }}
+{{- end }}
+{{- if include "tassis.presenceRedisPassword" $root }}
+{{- $env = append $env (list "TASSIS_PRESENCE_REDIS_PASSWORD_FILE" "/etc/tassis/presence-redis/password") }}
+{{- end }}
+{{- if eq $role "messaging" }}
+{{- $env = append $env (list "TASSIS_FEDERATION_LISTEN" (printf "0.0.0.0:%d" (int $f.port))) }}
+{{- $env = append $env (list "TASSIS_FEDERATION_SIGNING_KEY_FILE" "/etc/tassis/federation/signing-key") }}
+{{- $env = append $env (list "TASSIS_FEDERATION_PEERS" (include "tassis.federationPeers" $root)) }}
+{{- $env = append $env (list "TASSIS_FEDERATION_RETRY_INTERVAL" $f.retryInterval) }}
+{{- $env = append $env (list "TASSIS_FEDERATION_TIMEOUT" $f.timeout) }}
+{{- $env = append $env (list "TASSIS_FEDERATION_BATCH" (include "tassis.flagValue" $f.batch)) }}
+{{- $env = append $env (list "TASSIS_FEDERATION_MAX_QUEUE_LEN" (include "tassis.flagValue" $f.maxQueueLen)) }}
+{{- $env = append $env (list "TASSIS_FEDERATION_REQUEST_TIMEOUT" $f.requestTimeout) }}
+{{- $env = append $env (list "TASSIS_FEDERATION_MAX_CLOCK_SKEW" $f.maxClockSkew) }}
+{{- $env = append $env (list "TASSIS_FEDERATION_LEASE_TTL" $f.leaseTtl) }}
+{{- $env = append $env (list "TASSIS_FEDERATION_MAX_REQUEST_SIZE" (include "tassis.flagValue" $f.maxRequestSize)) }}
+{{- end }}
+{{- end }}
 {{- if and (eq $role "attachments") $root.Values.s3.bucket }}
 {{- $s3 := $root.Values.s3 }}
 {{- $env = append $env (list "TASSIS_S3_BUCKET" $s3.bucket) }}
@@ -230,6 +306,13 @@ role's `config` with the same variable replaces the chart's value instead of dup
     secretKeyRef:
       name: {{ $root.Values.redis.existingSecret }}
       key: {{ $root.Values.redis.urlSecretKey }}
+{{- end }}
+{{- if and (include "tassis.federated" .) $root.Values.federation.presenceRedis.urlSecretKey (not (hasKey $config "TASSIS_PRESENCE_REDIS_URL")) }}
+- name: TASSIS_PRESENCE_REDIS_URL
+  valueFrom:
+    secretKeyRef:
+      name: {{ $root.Values.federation.presenceRedis.existingSecret }}
+      key: {{ $root.Values.federation.presenceRedis.urlSecretKey }}
 {{- end }}
 {{- if and (eq $role "attachments") (include "tassis.s3SecretName" $root) }}
 {{- $s3 := $root.Values.s3 }}
@@ -285,6 +368,40 @@ role's `config` with the same variable replaces the chart's value instead of dup
 {{- end }}
 {{- if and $root.Values.s3.bucket (not $root.Values.s3.publicUrl) (not (include "tassis.publicUrl" $root)) }}
 {{- fail "s3.bucket needs publicUrl (the gateways' public URL, e.g. https://chat.example.com), an enabled ingress with a host, or s3.publicUrl" }}
+{{- end }}
+{{- $f := $root.Values.federation }}
+{{- if $f.enabled }}
+{{- if not (include "tassis.redisConfigured" $root) }}
+{{- fail "federation needs redis.url: the forwarding outbox is kept in this deployment's Redis" }}
+{{- end }}
+{{- if not $f.publicAddr }}
+{{- fail "federation.enabled needs federation.publicAddr (this deployment's name in the federation)" }}
+{{- end }}
+{{- if not (or $f.presenceRedis.url $f.presenceRedis.urlSecretKey) }}
+{{- fail "federation.enabled needs federation.presenceRedis.url (or urlSecretKey and existingSecret): the presence directory shared by the federated deployments" }}
+{{- end }}
+{{- if and $f.presenceRedis.urlSecretKey (not $f.presenceRedis.existingSecret) }}
+{{- fail "federation.presenceRedis.urlSecretKey needs federation.presenceRedis.existingSecret (the Secret holding the URL)" }}
+{{- end }}
+{{- if not (include "tassis.signingKeySecretName" $root) }}
+{{- fail "federation.enabled needs federation.signingKey.existingSecret (or signingKey.value): the key made by `tassis federation-keygen`" }}
+{{- end }}
+{{- if not $f.peers }}
+{{- fail "federation.enabled needs at least one entry in federation.peers" }}
+{{- end }}
+{{- $names := list }}
+{{- range $f.peers }}
+{{- if eq .name $f.publicAddr }}
+{{- fail (printf "federation.peers lists this deployment itself (%s)" .name) }}
+{{- end }}
+{{- if has .name $names }}
+{{- fail (printf "federation.peers lists %s twice" .name) }}
+{{- end }}
+{{- $names = append $names .name }}
+{{- end }}
+{{- if and $f.ingress.enabled (not $f.ingress.host) }}
+{{- fail "federation.ingress needs federation.ingress.host (the name peers connect to)" }}
+{{- end }}
 {{- end }}
 {{- range $role := list "gateway" "keystore" "messaging" "attachments" }}
 {{- $d := include "tassis.drain" (dict "root" $root "role" $role) | fromYaml }}
