@@ -11,7 +11,8 @@
 #   4. every rendered manifest and every k8s/ manifest validated against the Kubernetes 1.35 JSON
 #      schemas, strict (unknown fields and unknown kinds fail)
 #   5. the chart's promises on every render: probes, security context, drain timing, the gateways'
-#      upstream addresses and discovery, RBAC, NetworkPolicies, selectors
+#      upstream addresses and discovery, RBAC, NetworkPolicies, selectors; federation: keystore and
+#      messaging agree, the federation Service and Ingress lead to messaging's federation port
 #   6. every TASSIS_* variable the chart sets is a flag of its role (`tassis <role> --help`; the
 #      binary is built unless CHART_CHECK_BIN names one, or CHART_CHECK_BIN=skip)
 #   7. helm/tassis/README.md lists every value
@@ -91,9 +92,11 @@ log "NOTES.txt renders with every value set"
 rendered+=("other-release=$out/other-release.yaml")
 
 # Renders that must be refused, with the message a user would see.
+refused=0
 must_fail() {
   local want=$1; shift
   local err
+  refused=$((refused + 1))
   if err=$("$helm_bin" template tassis helm/tassis "$@" 2>&1 >/dev/null); then
     log "FAIL: helm template $* rendered; expected an error mentioning: $want"
     exit 1
@@ -110,7 +113,17 @@ must_fail "more than one replica needs Redis" --set messaging.replicas=2
 must_fail "s3.bucket needs publicUrl" --set s3.bucket=b
 must_fail "gateway.autoscaling needs a metric" --set gateway.autoscaling.targetCPUUtilizationPercentage=null
 must_fail "must cover preStopSleepSeconds + shutdownGraceSeconds" --set drain.terminationGracePeriodSeconds=10
-log "6 invalid value sets refused with their message"
+# Federation: a complete setup but for the one value each case breaks.
+fed=(--set federation.enabled=true --set redis.url=redis-cluster://redis:6379 --set federation.publicAddr=eu.chat.example
+     --set federation.presenceRedis.url=redis://presence:6379 --set federation.signingKey.existingSecret=tassis-federation)
+peer=(--set 'federation.peers[0].name=us.chat.example' --set 'federation.peers[0].url=https://federation.us.chat.example:443'
+      --set 'federation.peers[0].publicKey=d993e2edbda7af0fc33a42486913da2e4d269f526b1cceb09e5000bdf46e4ac4')
+must_fail "at '/federation/peers': minItems: got 0, want 1" "${fed[@]}"
+must_fail "at '/federation/peers/0/publicKey': 'ABC' does not match pattern" "${fed[@]}" "${peer[@]}" --set 'federation.peers[0].publicKey=ABC'
+must_fail "at '/federation/signingKey': 'anyOf' failed" "${fed[@]}" "${peer[@]}" --set federation.signingKey.existingSecret=
+must_fail "federation needs redis.url" "${fed[@]}" "${peer[@]}" --set redis.url=
+must_fail "federation.peers lists this deployment itself" "${fed[@]}" "${peer[@]}" --set 'federation.peers[0].name=eu.chat.example'
+log "$refused invalid value sets refused with their message"
 
 # --- 4. Kubernetes schemas ------------------------------------------------------------------------
 files=()
@@ -122,7 +135,59 @@ done
 "$py" scripts/chart-check.py validate "${files[@]}" "${k8s_manifests[@]}"
 
 # --- 5. chart invariants ---------------------------------------------------------------------------
-"$py" scripts/chart-check.py invariants "${rendered[@]}"
+# Federation first: keystore and messaging agree on the deployment's name and presence directory,
+# messaging listens where its `federation` port is, and the federation Service and Ingress lead
+# there. chart-check.py's invariants know one Ingress, the gateways': they read each render without
+# the federation Ingress checked here.
+invariant_sets=()
+for r in "${rendered[@]}"; do
+  name=${r%%=*} file=${r#*=}
+  "$py" - "$name" "$file" "$out/$name.invariants.yaml" <<'PY'
+import sys, yaml
+name, src, dst = sys.argv[1:]
+docs = [d for d in yaml.safe_load_all(open(src)) if d]
+failed = []
+containers = {}
+for d in docs:
+    if d["kind"] == "Deployment":
+        c = d["spec"]["template"]["spec"]["containers"][0]
+        containers[c["args"][0]] = (d, c)
+env = {r: {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])} for r, (_, c) in containers.items()}
+fed_ingresses = [d for d in docs if d["kind"] == "Ingress" and d["metadata"]["name"].endswith("-federation")]
+if "TASSIS_PRESENCE_REDIS_URL" in env["messaging"]:
+    for var in ("TASSIS_PUBLIC_ADDR", "TASSIS_PRESENCE_REDIS_URL", "TASSIS_PRESENCE_REDIS_PASSWORD_FILE"):
+        if env["keystore"].get(var) != env["messaging"].get(var):
+            failed.append(f"keystore {var}={env['keystore'].get(var)!r}, messaging {env['messaging'].get(var)!r}")
+    dep, c = containers["messaging"]
+    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
+    if not env["messaging"].get("TASSIS_FEDERATION_LISTEN", "").endswith(f":{ports.get('federation')}"):
+        failed.append(f"messaging TASSIS_FEDERATION_LISTEN is not its federation port {ports.get('federation')}")
+    svcs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
+    fed_svcs = [s for s in svcs.values() if any(p["name"] == "federation" for p in s["spec"]["ports"])]
+    labels = dep["spec"]["template"]["metadata"]["labels"]
+    if len(fed_svcs) != 1 or not all(labels.get(k) == v for k, v in fed_svcs[0]["spec"]["selector"].items()):
+        failed.append("no single Service of messaging's federation port")
+    for ing in fed_ingresses:
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                b = p["backend"]["service"]
+                if not fed_svcs or b["name"] != fed_svcs[0]["metadata"]["name"] or b["port"].get("name") != "federation":
+                    failed.append(f"Ingress/{ing['metadata']['name']} routes to {b}, not the federation Service")
+        if not ing["spec"].get("tls"):
+            failed.append(f"Ingress/{ing['metadata']['name']} has no TLS (peers speak gRPC: HTTP/2)")
+elif fed_ingresses or any("federation" in {p["name"] for p in c.get("ports", [])} for _, c in containers.values()):
+    failed.append("federation objects rendered without federation")
+for f in failed:
+    print(f"FAIL {name}: federation: {f}")
+if failed:
+    sys.exit(1)
+with open(dst, "w") as out:
+    yaml.safe_dump_all([d for d in docs if not any(d is i for i in fed_ingresses)], out, sort_keys=False)
+print(f"chart-check: {name}: federation " + ("checked" if "TASSIS_PRESENCE_REDIS_URL" in env["messaging"] else "off"))
+PY
+  invariant_sets+=("$name=$out/$name.invariants.yaml")
+done
+"$py" scripts/chart-check.py invariants "${invariant_sets[@]}"
 
 # --- 6. flags --------------------------------------------------------------------------------------
 tassis_bin=${CHART_CHECK_BIN:-}
