@@ -21,6 +21,8 @@ use tassis_redis::RedisArgs;
 use tassis_runtime::config::CommonArgs;
 use tassis_runtime::{AdminServer, Health, Shutdown};
 
+// Parsed once at start and consumed by `run`: the size of the largest role does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(clap::Subcommand)]
 pub enum Role {
     /// All four services in one process on embedded in-memory backends.
