@@ -346,12 +346,55 @@ def check_release(name, path):
             names = sm["spec"].get("namespaceSelector", {}).get("matchNames", [])
             if names != [svc["metadata"]["namespace"]]:
                 fail(f"{where(sm)}: in another namespace without selecting {svc['metadata']['namespace']}")
+    fed_ingresses = check_federation(name, docs, roles, where)
     for ing in by_kind.get("Ingress", []):
+        if any(ing is f for f in fed_ingresses):
+            continue
         for rule in ing["spec"]["rules"]:
             for p in rule["http"]["paths"]:
                 if p["backend"]["service"]["name"] != gw["metadata"]["name"]:
                     fail(f"{where(ing)}: routes to {p['backend']['service']['name']}, not the gateways")
     return len(docs)
+
+
+def check_federation(name, docs, roles, where):
+    """Federation on: keystore and messaging agree on the deployment's name and presence directory,
+    messaging listens where its `federation` port is, and the federation Service and Ingress (TLS:
+    peers speak gRPC over HTTP/2) lead there. Off: no federation object. Returns the federation
+    Ingresses (the gateway Ingress check skips them)."""
+    env = {}
+    for role, dep in roles.items():
+        (c,) = dep["spec"]["template"]["spec"]["containers"]
+        env[role] = {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])}
+    fed_ingresses = [d for d in docs if d["kind"] == "Ingress" and d["metadata"]["name"].endswith("-federation")]
+    (msg,) = roles["messaging"]["spec"]["template"]["spec"]["containers"]
+    ports = {p["name"]: p["containerPort"] for p in msg.get("ports", [])}
+    if "TASSIS_PRESENCE_REDIS_URL" not in env["messaging"]:
+        if fed_ingresses or "federation" in ports:
+            fail(f"{name}: federation objects rendered without federation")
+        return fed_ingresses
+    for var in ("TASSIS_PUBLIC_ADDR", "TASSIS_PRESENCE_REDIS_URL", "TASSIS_PRESENCE_REDIS_PASSWORD_FILE"):
+        if env["keystore"].get(var) != env["messaging"].get(var):
+            fail(f"{name}: federation: keystore {var}={env['keystore'].get(var)!r}, messaging {env['messaging'].get(var)!r}")
+    if not env["messaging"].get("TASSIS_FEDERATION_LISTEN", "").endswith(f":{ports.get('federation')}"):
+        fail(f"{name}: federation: messaging TASSIS_FEDERATION_LISTEN is not its federation port {ports.get('federation')}")
+    labels = roles["messaging"]["spec"]["template"]["metadata"]["labels"]
+    fed_svcs = [
+        d for d in docs
+        if d["kind"] == "Service" and any(p["name"] == "federation" for p in d["spec"]["ports"])
+    ]
+    if len(fed_svcs) != 1 or not matches(fed_svcs[0]["spec"]["selector"], labels):
+        fail(f"{name}: federation: no single Service of messaging's federation port")
+    for ing in fed_ingresses:
+        for rule in ing["spec"]["rules"]:
+            for p in rule["http"]["paths"]:
+                b = p["backend"]["service"]
+                if not fed_svcs or b["name"] != fed_svcs[0]["metadata"]["name"] or b["port"].get("name") != "federation":
+                    fail(f"{where(ing)}: routes to {b}, not the federation Service")
+        if not ing["spec"].get("tls"):
+            fail(f"{where(ing)}: has no TLS (peers speak gRPC: HTTP/2)")
+    print(f"chart-check: {name}: federation checked")
+    return fed_ingresses
 
 
 def cmd_invariants(args):

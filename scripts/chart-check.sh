@@ -135,59 +135,7 @@ done
 "$py" scripts/chart-check.py validate "${files[@]}" "${k8s_manifests[@]}"
 
 # --- 5. chart invariants ---------------------------------------------------------------------------
-# Federation first: keystore and messaging agree on the deployment's name and presence directory,
-# messaging listens where its `federation` port is, and the federation Service and Ingress lead
-# there. chart-check.py's invariants know one Ingress, the gateways': they read each render without
-# the federation Ingress checked here.
-invariant_sets=()
-for r in "${rendered[@]}"; do
-  name=${r%%=*} file=${r#*=}
-  "$py" - "$name" "$file" "$out/$name.invariants.yaml" <<'PY'
-import sys, yaml
-name, src, dst = sys.argv[1:]
-docs = [d for d in yaml.safe_load_all(open(src)) if d]
-failed = []
-containers = {}
-for d in docs:
-    if d["kind"] == "Deployment":
-        c = d["spec"]["template"]["spec"]["containers"][0]
-        containers[c["args"][0]] = (d, c)
-env = {r: {e["name"]: e.get("value", e.get("valueFrom")) for e in c.get("env", [])} for r, (_, c) in containers.items()}
-fed_ingresses = [d for d in docs if d["kind"] == "Ingress" and d["metadata"]["name"].endswith("-federation")]
-if "TASSIS_PRESENCE_REDIS_URL" in env["messaging"]:
-    for var in ("TASSIS_PUBLIC_ADDR", "TASSIS_PRESENCE_REDIS_URL", "TASSIS_PRESENCE_REDIS_PASSWORD_FILE"):
-        if env["keystore"].get(var) != env["messaging"].get(var):
-            failed.append(f"keystore {var}={env['keystore'].get(var)!r}, messaging {env['messaging'].get(var)!r}")
-    dep, c = containers["messaging"]
-    ports = {p["name"]: p["containerPort"] for p in c["ports"]}
-    if not env["messaging"].get("TASSIS_FEDERATION_LISTEN", "").endswith(f":{ports.get('federation')}"):
-        failed.append(f"messaging TASSIS_FEDERATION_LISTEN is not its federation port {ports.get('federation')}")
-    svcs = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Service"}
-    fed_svcs = [s for s in svcs.values() if any(p["name"] == "federation" for p in s["spec"]["ports"])]
-    labels = dep["spec"]["template"]["metadata"]["labels"]
-    if len(fed_svcs) != 1 or not all(labels.get(k) == v for k, v in fed_svcs[0]["spec"]["selector"].items()):
-        failed.append("no single Service of messaging's federation port")
-    for ing in fed_ingresses:
-        for rule in ing["spec"]["rules"]:
-            for p in rule["http"]["paths"]:
-                b = p["backend"]["service"]
-                if not fed_svcs or b["name"] != fed_svcs[0]["metadata"]["name"] or b["port"].get("name") != "federation":
-                    failed.append(f"Ingress/{ing['metadata']['name']} routes to {b}, not the federation Service")
-        if not ing["spec"].get("tls"):
-            failed.append(f"Ingress/{ing['metadata']['name']} has no TLS (peers speak gRPC: HTTP/2)")
-elif fed_ingresses or any("federation" in {p["name"] for p in c.get("ports", [])} for _, c in containers.values()):
-    failed.append("federation objects rendered without federation")
-for f in failed:
-    print(f"FAIL {name}: federation: {f}")
-if failed:
-    sys.exit(1)
-with open(dst, "w") as out:
-    yaml.safe_dump_all([d for d in docs if not any(d is i for i in fed_ingresses)], out, sort_keys=False)
-print(f"chart-check: {name}: federation " + ("checked" if "TASSIS_PRESENCE_REDIS_URL" in env["messaging"] else "off"))
-PY
-  invariant_sets+=("$name=$out/$name.invariants.yaml")
-done
-"$py" scripts/chart-check.py invariants "${invariant_sets[@]}"
+"$py" scripts/chart-check.py invariants "${rendered[@]}"
 
 # --- 6. flags --------------------------------------------------------------------------------------
 tassis_bin=${CHART_CHECK_BIN:-}
