@@ -5,6 +5,11 @@
 //! (ordering) while partitions spread over the replicas (throughput), and a crashed holder's
 //! partitions are taken over once its lease expires. A holder that loses its lease stops.
 //!
+//! Spreading: each replica heartbeats into a membership set and holds at most its fair share of
+//! each peer's partitions (`ceil(partitions / live replicas)`). A replica over its share (one has
+//! joined) gives the excess up at its next renewal, and the newcomer picks them up; when a replica
+//! dies, its entry and leases expire and the others' shares grow to cover its partitions.
+//!
 //! One step of a held partition:
 //! 1. read the failure streak and the head of the partition;
 //! 2. drop what has failed for too long: a message counts as failing since the streak's first
@@ -23,6 +28,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use tassis_messaging::redis::RedisQueues;
@@ -168,6 +174,10 @@ pub struct Forwarder {
     metrics: Arc<Metrics>,
     /// This process's lease owner id.
     owner: String,
+    /// Live forwarders of the deployment, as of the latest heartbeat.
+    live: AtomicU64,
+    /// Partitions held, per peer.
+    held: HashMap<String, AtomicUsize>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -183,6 +193,7 @@ impl Forwarder {
         timing: Timing,
         metrics: Arc<Metrics>,
     ) -> Self {
+        let held = clients.keys().map(|p| (p.clone(), AtomicUsize::new(0))).collect();
         Self {
             outbox,
             queues,
@@ -191,12 +202,49 @@ impl Forwarder {
             timing,
             metrics,
             owner: hex::encode(rand::random::<[u8; 12]>()),
+            live: AtomicU64::new(1),
+            held,
         }
+    }
+
+    /// Partitions of one peer this replica should hold at most.
+    fn fair_share(&self) -> usize {
+        let live = self.live.load(Ordering::Relaxed).max(1) as usize;
+        usize::from(PARTITIONS).div_ceil(live)
+    }
+
+    fn held(&self, peer: &str) -> &AtomicUsize {
+        self.held.get(peer).expect("a counter per peer")
+    }
+
+    /// Takes one held partition of `peer` off this replica's count if it holds more than its
+    /// share; true: the caller gives its lease up.
+    fn shed(&self, peer: &str) -> bool {
+        let fair = self.fair_share();
+        self.held(peer)
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| (h > fair).then(|| h - 1))
+            .is_ok()
+    }
+
+    /// Heartbeats into the membership set until `shutdown`, then leaves it.
+    async fn membership(self: Arc<Self>, shutdown: Shutdown) {
+        let ttl = self.timing.lease_ttl;
+        loop {
+            match self.outbox.heartbeat(&self.owner, ttl).await {
+                Ok(n) => self.live.store(n, Ordering::Relaxed),
+                Err(e) => tracing::debug!(error = %e, "forwarder heartbeat"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(ttl / 3) => {}
+                _ = shutdown.wait() => break,
+            }
+        }
+        let _ = self.outbox.leave(&self.owner).await;
     }
 
     /// Starts a task per (peer, partition); they stop (releasing their leases) on `shutdown`.
     pub fn start(self: &Arc<Self>, shutdown: Shutdown) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut tasks = Vec::new();
+        let mut tasks = vec![tokio::spawn(self.clone().membership(shutdown.clone()))];
         for peer in self.clients.keys() {
             for p in 0..PARTITIONS {
                 let (me, peer, stop) = (self.clone(), peer.clone(), shutdown.clone());
@@ -210,14 +258,22 @@ impl Forwarder {
     async fn partition_task(self: Arc<Self>, peer: String, p: u16, shutdown: Shutdown) {
         let poll = self.timing.lease_ttl / 3;
         while !shutdown.is_triggered() {
-            match self.outbox.acquire(&peer, p, &self.owner, self.timing.lease_ttl).await {
-                Ok(true) => {
-                    self.metrics.leases.inc();
-                    self.forward_leased(&peer, p, &shutdown).await;
-                    self.metrics.leases.dec();
-                }
-                Ok(false) => {}
-                Err(e) => tracing::debug!(error = %e, %peer, partition = p, "outbox lease"),
+            let room = self.held(&peer).load(Ordering::Acquire) < self.fair_share();
+            match room {
+                true => match self.outbox.acquire(&peer, p, &self.owner, self.timing.lease_ttl).await {
+                    Ok(true) => {
+                        self.held(&peer).fetch_add(1, Ordering::AcqRel);
+                        self.metrics.leases.inc();
+                        let shed = self.forward_leased(&peer, p, &shutdown).await;
+                        self.metrics.leases.dec();
+                        if !shed {
+                            self.held(&peer).fetch_sub(1, Ordering::AcqRel);
+                        }
+                    }
+                    Ok(false) => {}
+                    Err(e) => tracing::debug!(error = %e, %peer, partition = p, "outbox lease"),
+                },
+                false => {}
             }
             // Spread the replicas' attempts over the interval.
             let jitter = Duration::from_millis(rand::random::<u64>() % (poll.as_millis() as u64 + 1));
@@ -228,26 +284,28 @@ impl Forwarder {
         }
     }
 
-    /// Forwards a partition while this process holds its lease.
-    async fn forward_leased(&self, peer: &str, p: u16, shutdown: &Shutdown) {
+    /// Forwards a partition while this process holds its lease. Returns true if it gave the lease
+    /// up as excess over its fair share ([`Forwarder::shed`] has already counted it off).
+    async fn forward_leased(self: &Arc<Self>, peer: &str, p: u16, shutdown: &Shutdown) -> bool {
         let lost = CancellationToken::new();
         let renewer = {
-            let (outbox, owner, lost, ttl) = (
-                self.outbox.clone(),
-                self.owner.clone(),
-                lost.clone(),
-                self.timing.lease_ttl,
-            );
+            let (me, lost, ttl) = (self.clone(), lost.clone(), self.timing.lease_ttl);
             let (peer, shutdown) = (peer.to_string(), shutdown.clone());
             tokio::spawn(async move {
                 let mut last_ok = tokio::time::Instant::now();
+                let mut shed = false;
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(ttl / 3) => {}
                         _ = shutdown.wait() => break,
-                        _ = lost.cancelled() => return,
+                        _ = lost.cancelled() => return false,
                     }
-                    match outbox.renew(&peer, p, &owner, ttl).await {
+                    if me.shed(&peer) {
+                        tracing::debug!(%peer, partition = p, "giving an outbox partition up to another replica");
+                        shed = true;
+                        break;
+                    }
+                    match me.outbox.renew(&peer, p, &me.owner, ttl).await {
                         Ok(true) => last_ok = tokio::time::Instant::now(),
                         Ok(false) => break,
                         // Keep forwarding through a blip, but never past the lease's own expiry.
@@ -256,7 +314,8 @@ impl Forwarder {
                     }
                 }
                 lost.cancel();
-                let _ = outbox.release(&peer, p, &owner).await;
+                let _ = me.outbox.release(&peer, p, &me.owner).await;
+                shed
             })
         };
         let mut watch = match self
@@ -296,7 +355,7 @@ impl Forwarder {
                 }
             }
         }
-        let _ = renewer.await;
+        renewer.await.unwrap_or(false)
     }
 
     /// One step (see the module docs).

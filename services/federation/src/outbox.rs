@@ -15,13 +15,16 @@
 //! - a lease STRING naming the replica that forwards the partition (SET NX PX, renewed);
 //! - a shard channel announcing new entries, so an idle forwarder wakes at once.
 //!
+//! Beside them, one ZSET of the live forwarders (messaging replicas), scored by their latest
+//! heartbeat, from which each takes its fair share of the leases.
+//!
 //! The number of partitions is a layout constant, not a knob: changing it would strand entries in
 //! partitions nobody forwards any more.
 
 use bytes::Bytes;
 use prost::Message;
 use tassis_proto::tassis::{Address, ForwardedMessage};
-use tassis_redis::fred::interfaces::{HashesInterface, KeysInterface, StreamsInterface};
+use tassis_redis::fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface};
 use tassis_redis::fred::types::{Expiration, Key, SetOptions, Value};
 use tassis_redis::{Redis, Script, keys};
 
@@ -126,6 +129,17 @@ return 0
 /// long before; this only bounds a marker whose claim was lost with its whole deployment).
 const HANDOFF_MARKER_TTL_MS: i64 = 24 * 3600 * 1000;
 
+/// KEYS: the forwarders' membership ZSET. ARGV: owner, ttl ms. Records a heartbeat of `owner`
+/// (scored by the Redis server's clock, so replicas' clocks do not matter), forgets members
+/// silent for a ttl, and returns how many are alive.
+const HEARTBEAT: &str = r#"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+return redis.call('ZCARD', KEYS[1])
+"#;
+
 /// The outbox of one deployment.
 pub struct Outbox {
     /// This deployment's Redis (Cluster).
@@ -133,6 +147,7 @@ pub struct Outbox {
     /// Entries one partition may hold.
     max_len: u64,
     push: Script,
+    heartbeat: Script,
     finish_handoff: Script,
     renew: Script,
     release: Script,
@@ -149,6 +164,7 @@ impl Outbox {
             redis,
             max_len,
             push: Script::new(PUSH),
+            heartbeat: Script::new(HEARTBEAT),
             finish_handoff: Script::new(FINISH_HANDOFF),
             renew: Script::new(RENEW),
             release: Script::new(RELEASE),
@@ -303,6 +319,26 @@ impl Outbox {
     /// Ends the failure streak (an attempt succeeded).
     pub async fn clear_failures(&self, peer: &str, p: u16) -> Result<(), FederationError> {
         let _: i64 = self.redis.pool().del(keys::outbox_failures(peer, p)).await?;
+        Ok(())
+    }
+
+    /// Records that forwarder `owner` is alive for `ttl`; returns how many forwarders are (so each
+    /// can take its fair share of the partitions).
+    pub async fn heartbeat(&self, owner: &str, ttl: std::time::Duration) -> Result<u64, FederationError> {
+        let n: i64 = self
+            .heartbeat
+            .run(
+                self.redis.pool(),
+                vec![Key::from(keys::forwarders())],
+                vec![Value::from(owner), Value::Integer(ttl.as_millis() as i64)],
+            )
+            .await?;
+        Ok(n.max(1) as u64)
+    }
+
+    /// Removes forwarder `owner` from the membership (on shutdown).
+    pub async fn leave(&self, owner: &str) -> Result<(), FederationError> {
+        let _: i64 = self.redis.pool().zrem(keys::forwarders(), owner).await?;
         Ok(())
     }
 

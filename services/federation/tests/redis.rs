@@ -61,9 +61,15 @@ async fn register(keys: &RedisKeyStore, d: &DeviceAddress) {
         max_devices_per_identity: 8,
         max_one_time_keys_per_device: 8,
     };
-    keys.register(&d.identity_key, &d.device_id, Bytes::from_static(b"spk"), vec![], limits)
-        .await
-        .unwrap();
+    keys.register(
+        &d.identity_key,
+        &d.device_id,
+        Bytes::from_static(b"spk"),
+        vec![],
+        limits,
+    )
+    .await
+    .unwrap();
 }
 
 #[tokio::test]
@@ -74,9 +80,16 @@ async fn presence_claims_return_the_previous_home_and_only_the_home_releases() {
     assert_eq!(p.home(ik, dev).await.unwrap(), None);
     assert_eq!(p.claim(ik, dev, "a.test").await.unwrap(), None, "first registration");
     assert_eq!(p.claim(ik, dev, "a.test").await.unwrap().as_deref(), Some("a.test"));
-    assert_eq!(p.claim(ik, dev, "b.test").await.unwrap().as_deref(), Some("a.test"), "moved");
+    assert_eq!(
+        p.claim(ik, dev, "b.test").await.unwrap().as_deref(),
+        Some("a.test"),
+        "moved"
+    );
     assert_eq!(p.home(ik, dev).await.unwrap().as_deref(), Some("b.test"));
-    assert!(!p.release(ik, dev, "a.test").await.unwrap(), "the old home cannot release it");
+    assert!(
+        !p.release(ik, dev, "a.test").await.unwrap(),
+        "the old home cannot release it"
+    );
     assert_eq!(p.home(ik, dev).await.unwrap().as_deref(), Some("b.test"));
     assert!(p.release(ik, dev, "b.test").await.unwrap());
     assert_eq!(p.home(ik, dev).await.unwrap(), None);
@@ -94,7 +107,10 @@ async fn the_outbox_keeps_order_refuses_messages_when_full_but_never_claims() {
     }
     let full = outbox.push(&peer, &message(&d, "m3"), None).await.unwrap_err();
     assert!(full.to_string().contains("full"), "{full}");
-    outbox.push(&peer, &Item::Claim(address(&d)), Some("00-trace-01")).await.unwrap();
+    outbox
+        .push(&peer, &Item::Claim(address(&d)), Some("00-trace-01"))
+        .await
+        .unwrap();
     assert_eq!(outbox.len(&peer, p).await.unwrap(), 4);
 
     let head = outbox.head(&peer, p, 10).await.unwrap();
@@ -120,9 +136,27 @@ async fn failure_streaks_keep_their_first_failure_until_cleared() {
     let outbox = Outbox::new(tassis_redis::testing::connect().await, 10);
     let peer = peer();
     assert_eq!(outbox.streak(&peer, 5).await.unwrap(), None);
-    assert_eq!(outbox.record_failure(&peer, 5, 1_000).await.unwrap(), Streak { first: 1_000, last: 1_000 });
-    assert_eq!(outbox.record_failure(&peer, 5, 4_000).await.unwrap(), Streak { first: 1_000, last: 4_000 });
-    assert_eq!(outbox.streak(&peer, 5).await.unwrap(), Some(Streak { first: 1_000, last: 4_000 }));
+    assert_eq!(
+        outbox.record_failure(&peer, 5, 1_000).await.unwrap(),
+        Streak {
+            first: 1_000,
+            last: 1_000
+        }
+    );
+    assert_eq!(
+        outbox.record_failure(&peer, 5, 4_000).await.unwrap(),
+        Streak {
+            first: 1_000,
+            last: 4_000
+        }
+    );
+    assert_eq!(
+        outbox.streak(&peer, 5).await.unwrap(),
+        Some(Streak {
+            first: 1_000,
+            last: 4_000
+        })
+    );
     assert_eq!(outbox.streak(&peer, 6).await.unwrap(), None, "per partition");
     outbox.clear_failures(&peer, 5).await.unwrap();
     assert_eq!(outbox.streak(&peer, 5).await.unwrap(), None);
@@ -137,9 +171,15 @@ async fn one_lease_holder_per_partition() {
     assert!(!outbox.acquire(&peer, 1, "r2", ttl).await.unwrap(), "held by r1");
     assert!(outbox.acquire(&peer, 2, "r2", ttl).await.unwrap(), "another partition");
     assert!(outbox.renew(&peer, 1, "r1", ttl).await.unwrap());
-    assert!(!outbox.renew(&peer, 1, "r2", ttl).await.unwrap(), "only the holder renews");
+    assert!(
+        !outbox.renew(&peer, 1, "r2", ttl).await.unwrap(),
+        "only the holder renews"
+    );
     outbox.release(&peer, 1, "r2").await.unwrap();
-    assert!(!outbox.acquire(&peer, 1, "r2", ttl).await.unwrap(), "only the holder releases");
+    assert!(
+        !outbox.acquire(&peer, 1, "r2", ttl).await.unwrap(),
+        "only the holder releases"
+    );
     outbox.release(&peer, 1, "r1").await.unwrap();
     assert!(outbox.acquire(&peer, 1, "r2", ttl).await.unwrap());
     // An expired lease is free.
@@ -161,17 +201,31 @@ async fn a_handoff_marker_keeps_the_queue_open_until_it_is_empty() {
     register(&keys, &d).await;
     let first = queues.enqueue(&d, Bytes::from_static(b"before")).await.unwrap();
 
-    outbox.begin_handoff(&d.identity_key, &d.device_id, "b.test").await.unwrap();
+    outbox
+        .begin_handoff(&d.identity_key, &d.device_id, "b.test")
+        .await
+        .unwrap();
     keys.unregister(&d.identity_key, &d.device_id).await.unwrap();
     // Unregistered, but being handed over: still queued here, behind the rest.
     let second = queues.enqueue(&d, Bytes::from_static(b"during")).await.unwrap();
     assert!(second > first);
     let oldest = "0-0";
-    assert!(!outbox.finish_handoff(&d.identity_key, &d.device_id, oldest).await.unwrap(), "not empty");
+    assert!(
+        !outbox
+            .finish_handoff(&d.identity_key, &d.device_id, oldest)
+            .await
+            .unwrap(),
+        "not empty"
+    );
     for m in queues.read(&d, None, 10).await.unwrap() {
         queues.ack(&d, m.id).await.unwrap();
     }
-    assert!(outbox.finish_handoff(&d.identity_key, &d.device_id, oldest).await.unwrap());
+    assert!(
+        outbox
+            .finish_handoff(&d.identity_key, &d.device_id, oldest)
+            .await
+            .unwrap()
+    );
     assert!(matches!(
         queues.enqueue(&d, Bytes::from_static(b"after")).await,
         Err(MessagingError::UnknownDevice)
@@ -199,13 +253,19 @@ async fn sends_go_local_first_then_by_the_directory() {
     // Registered here: the local queue, whatever the directory says.
     let here = device();
     register(&keys, &here).await;
-    presence.claim(&here.identity_key, &here.device_id, &peer).await.unwrap();
+    presence
+        .claim(&here.identity_key, &here.device_id, &peer)
+        .await
+        .unwrap();
     router.enqueue(&here, Bytes::from_static(b"local")).await.unwrap();
     assert_eq!(local.depth(&here).await.unwrap(), 1);
 
     // Homed at the peer: the outbox, as a ForwardedMessage.
     let there = device();
-    presence.claim(&there.identity_key, &there.device_id, &peer).await.unwrap();
+    presence
+        .claim(&there.identity_key, &there.device_id, &peer)
+        .await
+        .unwrap();
     router.enqueue(&there, Bytes::from_static(b"remote")).await.unwrap();
     let p = partition(&there.identity_key, &there.device_id);
     let head = outbox.head(&peer, p, 10).await.unwrap();
@@ -216,13 +276,42 @@ async fn sends_go_local_first_then_by_the_directory() {
 
     // Homed at a deployment that is not a peer: refused, nothing queued anywhere.
     let stray = device();
-    presence.claim(&stray.identity_key, &stray.device_id, "stranger.test").await.unwrap();
+    presence
+        .claim(&stray.identity_key, &stray.device_id, "stranger.test")
+        .await
+        .unwrap();
     let e = router.enqueue(&stray, Bytes::from_static(b"?")).await.unwrap_err();
-    assert!(matches!(&e, MessagingError::Unavailable(m) if m.contains("not a federation peer")), "{e}");
+    assert!(
+        matches!(&e, MessagingError::Unavailable(m) if m.contains("not a federation peer")),
+        "{e}"
+    );
     // Registered nowhere.
     let nobody = device();
     assert!(matches!(
         router.enqueue(&nobody, Bytes::from_static(b"?")).await,
         Err(MessagingError::UnknownDevice)
     ));
+}
+
+#[tokio::test]
+async fn forwarders_count_each_other_by_heartbeat() {
+    let outbox = Outbox::new(tassis_redis::testing::connect().await, 10);
+    let (one, two) = (peer(), peer()); // unique owner ids
+    let ttl = Duration::from_secs(30);
+    let n = outbox.heartbeat(&one, ttl).await.unwrap();
+    assert_eq!(outbox.heartbeat(&two, ttl).await.unwrap(), n + 1);
+    assert_eq!(
+        outbox.heartbeat(&one, ttl).await.unwrap(),
+        n + 1,
+        "a heartbeat again is the same member"
+    );
+    outbox.leave(&two).await.unwrap();
+    assert_eq!(outbox.heartbeat(&one, ttl).await.unwrap(), n);
+    outbox.leave(&one).await.unwrap();
+    // A member silent for longer than the ttl is forgotten (the time must pass: it is what is
+    // tested). Only this test heartbeats into this cluster, so `one` is then alone.
+    outbox.heartbeat(&two, ttl).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(outbox.heartbeat(&one, Duration::from_millis(20)).await.unwrap(), 1);
+    outbox.leave(&one).await.unwrap();
 }

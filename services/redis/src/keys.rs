@@ -18,6 +18,7 @@
 //! | `fs:{fw:<peer>:<p>}` | HASH | that outbox's failure streak (`first`, `last`: unix ms of failed attempts) |
 //! | `fl:{fw:<peer>:<p>}` | STRING | the lease of the messaging replica forwarding that outbox |
 //! | `fn:{fw:<peer>:<p>}` | shard channel | "new entry" notifications of that outbox |
+//! | `fm:{fw}` | ZSET | live federation forwarders (messaging replicas) by latest heartbeat |
 //! | `fr:{fw:<peer>}:<nonce>` | STRING | a signed federation request's nonce, kept through the skew window (replay guard) |
 //! | `pr:{ik}:<dev>` | STRING | presence directory (in the *shared* presence Redis): the device's home deployment |
 //!
@@ -84,6 +85,11 @@ pub fn outbox_lease(peer: &str, partition: u16) -> String {
 /// Sharded pub/sub channel announcing new outbox entries.
 pub fn outbox_channel(peer: &str, partition: u16) -> String {
     format!("fn:{}", outbox_tag(peer, partition))
+}
+
+/// ZSET: the live federation forwarders, scored by their latest heartbeat (unix ms).
+pub fn forwarders() -> String {
+    "fm:{fw}".to_string()
 }
 
 /// STRING: a federation request nonce seen from `peer`.

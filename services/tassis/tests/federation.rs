@@ -99,34 +99,43 @@ impl Deployment {
         )
     }
 
-    fn start(&mut self, peers: &[&Deployment]) {
+    /// The flags of a federated role of this deployment (storage, presence, and for messaging,
+    /// federation with its listener on `port`).
+    fn flags(&mut self, peers: &[&Deployment], port: Option<u16>) -> Vec<String> {
         let cluster = self
             .cluster
             .get_or_insert_with(|| OwnCluster::start(&[]))
             .url()
             .to_string();
-        let presence = tassis_redis::testing::cluster_url();
-        let listen = format!("127.0.0.1:{}", self.port);
-        let key_file = self.key_file.display().to_string();
-        let peers = peers.iter().map(|p| p.peer_spec()).collect::<Vec<_>>().join(",");
         let mut args = vec![
-            "--redis-url",
-            &cluster,
-            "--public-addr",
-            self.name,
-            "--presence-redis-url",
-            &presence,
-            "--federation-listen",
-            &listen,
-            "--federation-signing-key-file",
-            &key_file,
-            "--federation-peers",
-            &peers,
-            "--federation-lease-ttl",
-            "1s",
+            "--redis-url".to_string(),
+            cluster,
+            "--public-addr".into(),
+            self.name.into(),
+            "--presence-redis-url".into(),
+            tassis_redis::testing::cluster_url(),
         ];
-        args.extend(self.flags.iter().map(String::as_str));
-        self.process = Some(standalone(&args));
+        if let Some(port) = port {
+            let peers = peers.iter().map(|p| p.peer_spec()).collect::<Vec<_>>().join(",");
+            args.extend([
+                "--federation-listen".to_string(),
+                format!("127.0.0.1:{port}"),
+                "--federation-signing-key-file".into(),
+                self.key_file.display().to_string(),
+                "--federation-peers".into(),
+                peers,
+                "--federation-lease-ttl".into(),
+                "1s".into(),
+            ]);
+            args.extend(self.flags.iter().cloned());
+        }
+        args
+    }
+
+    fn start(&mut self, peers: &[&Deployment]) {
+        let port = self.port;
+        let args = self.flags(peers, Some(port));
+        self.process = Some(standalone(&args.iter().map(String::as_str).collect::<Vec<_>>()));
     }
 
     fn process(&self) -> &Process {
@@ -612,4 +621,66 @@ fn configuration_mistakes_are_refused_at_start() {
         assert_eq!(code, Some(2), "{flags:?} must fail at start:\n{out}");
         assert!(out.contains(expected), "{flags:?}: expected {expected:?} in:\n{out}");
     }
+}
+
+/// Starts `bin role args…` with `args` given as owned strings.
+fn role(name: &str, args: &[String]) -> Process {
+    Process::start(BIN, name, &args.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+#[tokio::test]
+async fn split_roles_share_the_forwarding_and_take_over_from_a_dead_replica() {
+    let mut a = Deployment::new("a.test", &["--federation-retry-interval", "200ms"]);
+    let mut b = Deployment::new("b.test", &["--federation-retry-interval", "200ms"]);
+    // a as separate processes: keystore, two messaging replicas (b forwards to the first), gateway.
+    let ks = role("keystore", &a.flags(&[], None));
+    let ports = [a.port, free_port()];
+    let mut ms: Vec<Process> = ports
+        .iter()
+        .map(|p| role("messaging", &a.flags(&[&b], Some(*p))))
+        .collect();
+    let at = Process::start(BIN, "attachments", &[]);
+    let replicas = ms.iter().map(|m| m.grpc_url()).collect::<Vec<_>>().join(",");
+    let gw = Process::start(
+        BIN,
+        "gateway",
+        &[
+            "--keystore",
+            &ks.grpc_url(),
+            "--messaging",
+            &replicas,
+            "--attachments",
+            &at.grpc_url(),
+            "--upstream-timeout",
+            "3s",
+        ],
+    );
+    b.start(&[&a]);
+
+    // Each replica forwards its fair share of a's 16 partitions to b.
+    for m in &ms {
+        wait_metric(m.admin, "tassis_federation_leases", |v| v == 8.0).await;
+    }
+
+    // Through the split roles both ways: b -> a's first replica -> a's gateway, and back.
+    let d = registered(&gw.ws_url(), Identity::generate_ed25519(), b"phone", 2).await;
+    let e = registered(&b.url(), Identity::generate_ed25519(), b"laptop", 2).await;
+    anon(&b.url()).await.send(d.address(), b"to a".to_vec()).await.unwrap();
+    assert_eq!(recv(&d.conn).await.1, Bytes::from_static(b"to a"));
+
+    // The second replica dies: the first takes its partitions over once their leases expire.
+    ms[1].kill();
+    wait_metric(ms[0].admin, "tassis_federation_leases", |v| v == 16.0).await;
+    let sender = anon(&gw.ws_url()).await;
+    let sent = payloads("after the kill", 10);
+    for p in &sent {
+        // The gateway may still pick the dead replica for an enqueue: not acked, so send again.
+        let mut tries = 0;
+        while let Err(err) = sender.send(e.address(), p.clone()).await {
+            tries += 1;
+            assert!(tries < 20, "never acked: {err:?}");
+        }
+    }
+    assert_eq!(receive_all(&e.conn, sent.len()).await, sent);
+    assert_no_events(&e.conn).await;
 }
