@@ -259,8 +259,8 @@ impl Forwarder {
         let poll = self.timing.lease_ttl / 3;
         while !shutdown.is_triggered() {
             let room = self.held(&peer).load(Ordering::Acquire) < self.fair_share();
-            match room {
-                true => match self.outbox.acquire(&peer, p, &self.owner, self.timing.lease_ttl).await {
+            if room {
+                match self.outbox.acquire(&peer, p, &self.owner, self.timing.lease_ttl).await {
                     Ok(true) => {
                         self.held(&peer).fetch_add(1, Ordering::AcqRel);
                         self.metrics.leases.inc();
@@ -272,8 +272,7 @@ impl Forwarder {
                     }
                     Ok(false) => {}
                     Err(e) => tracing::debug!(error = %e, %peer, partition = p, "outbox lease"),
-                },
-                false => {}
+                }
             }
             // Spread the replicas' attempts over the interval.
             let jitter = Duration::from_millis(rand::random::<u64>() % (poll.as_millis() as u64 + 1));
