@@ -12,6 +12,11 @@ pub struct LoadConfig {
     #[arg(long, env = "TASSIS_LOAD_URL", default_value = "ws://127.0.0.1:8080/api")]
     pub url: String,
 
+    /// Where the anonymous senders connect instead of --url, e.g. another federated deployment
+    /// (receivers at their home --url, senders elsewhere: the load crosses the federation).
+    #[arg(long, env = "TASSIS_LOAD_SENDER_URL")]
+    pub sender_url: Option<String>,
+
     /// Authenticated receiver devices (each logs in, registers and acks every delivery).
     #[arg(long, env = "TASSIS_LOAD_RECEIVERS", default_value_t = 100)]
     pub receivers: usize,
@@ -108,6 +113,15 @@ impl LoadConfig {
         anyhow::ensure!(self.ramp > 0, "--ramp must be at least 1 connection per second");
         anyhow::ensure!(self.inflight > 0, "--inflight must be at least 1");
         anyhow::ensure!(self.url.starts_with("ws://"), "--url must be ws://host:port/path");
+        anyhow::ensure!(
+            self.senders_url().starts_with("ws://"),
+            "--sender-url must be ws://host:port/path"
+        );
         Ok(())
+    }
+
+    /// Where senders connect.
+    pub fn senders_url(&self) -> &str {
+        self.sender_url.as_deref().unwrap_or(&self.url)
     }
 }

@@ -37,7 +37,7 @@ pub async fn start_all(
     let mut conns = Vec::with_capacity(cfg.senders);
     for i in 0..cfg.senders {
         let source = cfg.source_addrs.0[i % cfg.source_addrs.0.len()];
-        match client::connect(&cfg.url, source).await {
+        match client::connect(cfg.senders_url(), source).await {
             Ok((ws, _)) => {
                 stats.connected();
                 stats.senders_ready.fetch_add(1, Ordering::Relaxed);
