@@ -45,12 +45,13 @@ impl PresenceArgs {
         self.presence_redis_url.as_deref().is_some_and(|u| !u.trim().is_empty())
     }
 
-    /// The presence Redis's connection flags (the same URL forms and timeouts as --redis-url).
-    pub fn redis_args(&self) -> RedisArgs {
+    /// The presence Redis's connection flags: its URL and password file, with the pool size and
+    /// timeouts of `base` (the role's --redis-* flags).
+    pub fn redis_args(&self, base: &RedisArgs) -> RedisArgs {
         RedisArgs {
             redis_url: self.presence_redis_url.clone(),
             redis_password_file: self.presence_redis_password_file.clone(),
-            ..RedisArgs::default()
+            ..base.clone()
         }
     }
 
@@ -77,7 +78,7 @@ impl PresenceArgs {
                 "--presence-redis-url needs --redis-url: the forwarding outbox is kept in this deployment's Redis",
             ));
         }
-        self.redis_args()
+        self.redis_args(&RedisArgs::default())
             .validate()
             .map_err(|e| config(format!("--presence-redis-url: {e}")))
     }
@@ -218,8 +219,9 @@ pub fn parse_peer(spec: &str) -> Result<Peer, FederationError> {
 }
 
 impl FederationArgs {
-    /// Checks the flags of a federated deployment named `own_name`.
-    pub fn validate(&self, own_name: &str) -> Result<(), FederationError> {
+    /// Checks the flags of a federated deployment named `own_name` whose messages are at most
+    /// `max_message_size` bytes.
+    pub fn validate(&self, own_name: &str, max_message_size: usize) -> Result<(), FederationError> {
         let (_, peers) = self.load(own_name)?;
         if peers.is_empty() {
             return Err(config(
@@ -250,6 +252,16 @@ impl FederationArgs {
         }
         if self.federation_max_request_size < 64 * 1024 {
             return Err(config("--federation-max-request-size must be at least 65536"));
+        }
+        // A full batch must fit in one request (peers are expected to run the same limits).
+        let batch_bytes = self
+            .federation_batch
+            .saturating_mul(max_message_size.saturating_add(1024));
+        if batch_bytes > self.federation_max_request_size {
+            return Err(config(format!(
+                "--federation-batch {} of messages up to --max-message-size {max_message_size} bytes can exceed --federation-max-request-size {}",
+                self.federation_batch, self.federation_max_request_size
+            )));
         }
         Ok(())
     }

@@ -285,10 +285,15 @@ impl Forwarder {
 
     /// Forwards a partition while this process holds its lease. Returns true if it gave the lease
     /// up as excess over its fair share ([`Forwarder::shed`] has already counted it off).
+    ///
+    /// The lease is renewed until the forwarding loop has finished its current step, and only
+    /// then released: a batch in flight is never forwarded twice because its lease was handed on
+    /// under it (on a rebalance or a shutdown).
     async fn forward_leased(self: &Arc<Self>, peer: &str, p: u16, shutdown: &Shutdown) -> bool {
-        let lost = CancellationToken::new();
+        // `stop`: the loop should end after its step (shed, shutdown, lease lost); `done`: it has.
+        let (stop, done) = (CancellationToken::new(), CancellationToken::new());
         let renewer = {
-            let (me, lost, ttl) = (self.clone(), lost.clone(), self.timing.lease_ttl);
+            let (me, stop, done, ttl) = (self.clone(), stop.clone(), done.clone(), self.timing.lease_ttl);
             let (peer, shutdown) = (peer.to_string(), shutdown.clone());
             tokio::spawn(async move {
                 let mut last_ok = tokio::time::Instant::now();
@@ -296,25 +301,25 @@ impl Forwarder {
                 loop {
                     tokio::select! {
                         _ = tokio::time::sleep(ttl / 3) => {}
-                        _ = shutdown.wait() => break,
-                        _ = lost.cancelled() => return false,
+                        _ = shutdown.wait(), if !stop.is_cancelled() => stop.cancel(),
+                        _ = done.cancelled() => return shed,
                     }
-                    if me.shed(&peer) {
+                    if !stop.is_cancelled() && me.shed(&peer) {
                         tracing::debug!(%peer, partition = p, "giving an outbox partition up to another replica");
                         shed = true;
-                        break;
+                        stop.cancel();
                     }
                     match me.outbox.renew(&peer, p, &me.owner, ttl).await {
                         Ok(true) => last_ok = tokio::time::Instant::now(),
-                        Ok(false) => break,
                         // Keep forwarding through a blip, but never past the lease's own expiry.
-                        Err(_) if last_ok.elapsed() < ttl * 2 / 3 => continue,
-                        Err(_) => break,
+                        Err(_) if last_ok.elapsed() < ttl * 2 / 3 => {}
+                        Ok(false) | Err(_) => {
+                            stop.cancel();
+                            done.cancelled().await;
+                            return shed;
+                        }
                     }
                 }
-                lost.cancel();
-                let _ = me.outbox.release(&peer, p, &me.owner).await;
-                shed
             })
         };
         let mut watch = match self
@@ -328,7 +333,7 @@ impl Forwarder {
                 None
             }
         };
-        while !lost.is_cancelled() {
+        while !stop.is_cancelled() {
             let next = match self.step(peer, p).await {
                 Ok(next) => next,
                 Err(e) => {
@@ -342,19 +347,23 @@ impl Forwarder {
                     tokio::select! {
                         _ = async { match watch.as_mut() { Some(w) => { w.changed().await; } None => std::future::pending().await } } => {}
                         _ = tokio::time::sleep(IDLE_POLL) => {}
-                        _ = lost.cancelled() => {}
+                        _ = stop.cancelled() => {}
                     }
                 }
                 Next::RetryAt(at) => {
                     let wait = Duration::from_millis((at - tassis_runtime::unix_ms()).max(0) as u64);
                     tokio::select! {
                         _ = tokio::time::sleep(wait) => {}
-                        _ = lost.cancelled() => {}
+                        _ = stop.cancelled() => {}
                     }
                 }
             }
         }
-        renewer.await.unwrap_or(false)
+        done.cancel();
+        let shed = renewer.await.unwrap_or(false);
+        // Compare-and-delete: harmless if the lease expired and somebody else holds it now.
+        let _ = self.outbox.release(peer, p, &self.owner).await;
+        shed
     }
 
     /// One step (see the module docs).

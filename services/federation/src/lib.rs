@@ -67,21 +67,24 @@ pub struct Serving {
 }
 
 impl Federation {
-    /// Connects to the presence directory of `args` (validated, federated) and builds the outbox
-    /// on `local` (this deployment's Redis).
+    /// Connects to the presence directory of `args` (validated, federated; connection tunables
+    /// as in `redis`, the role's own Redis flags) and builds the outbox on `local` (this
+    /// deployment's Redis), whose pushes wait for `replica_acks` like the messaging enqueue.
     pub async fn connect(
         args: &PresenceArgs,
+        redis: &tassis_redis::RedisArgs,
         local: Redis,
         max_queue_len: u64,
+        replica_acks: Option<(u32, std::time::Duration)>,
         registry: &prometheus::Registry,
     ) -> Result<Self, FederationError> {
-        let redis = tassis_redis::connect(&args.redis_args())
+        let presence = tassis_redis::connect(&args.redis_args(redis))
             .await
             .map_err(|e| FederationError::Config(format!("presence directory (--presence-redis-url): {e}")))?;
         Ok(Self {
             name: args.name().to_string(),
-            presence: Arc::new(RedisPresence::new(redis)),
-            outbox: Arc::new(Outbox::new(local, max_queue_len)),
+            presence: Arc::new(RedisPresence::new(presence)),
+            outbox: Arc::new(Outbox::new(local, max_queue_len).with_replica_acks(replica_acks)),
             metrics: Metrics::new(registry),
         })
     }

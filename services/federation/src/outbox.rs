@@ -74,8 +74,9 @@ pub struct Streak {
     pub last: i64,
 }
 
-/// KEYS: the stream. ARGV: kind, payload, traceparent ('' when none), cap, channel.
-/// Returns the entry id, or false when the partition is full (the cap applies to messages only:
+/// KEYS: the stream. ARGV: kind, payload, traceparent ('' when none), cap, channel, `1` to also
+/// return the id of the node that ran it (for the replica-ack WAIT).
+/// Returns the entry id (with `1`: `[id, node id]`), or false when the partition is full (the cap applies to messages only:
 /// a claim is never refused, it stands for a whole queue of messages elsewhere).
 const PUSH: &str = r#"
 if ARGV[1] == 'm' and redis.call('XLEN', KEYS[1]) >= tonumber(ARGV[4]) then return false end
@@ -86,6 +87,7 @@ else
   id = redis.call('XADD', KEYS[1], '*', 'k', ARGV[1], 'p', ARGV[2])
 end
 redis.call('SPUBLISH', ARGV[5], id)
+if ARGV[6] == '1' then return {id, redis.call('CLUSTER', 'MYID')} end
 return id
 "#;
 
@@ -146,6 +148,8 @@ pub struct Outbox {
     redis: Redis,
     /// Entries one partition may hold.
     max_len: u64,
+    /// Replicas (and how long to wait for them) a push must reach before it returns.
+    replica_acks: Option<(u32, std::time::Duration)>,
     push: Script,
     heartbeat: Script,
     finish_handoff: Script,
@@ -163,6 +167,7 @@ impl Outbox {
         Self {
             redis,
             max_len,
+            replica_acks: None,
             push: Script::new(PUSH),
             heartbeat: Script::new(HEARTBEAT),
             finish_handoff: Script::new(FINISH_HANDOFF),
@@ -170,6 +175,14 @@ impl Outbox {
             release: Script::new(RELEASE),
             failed: Script::new(FAILED),
         }
+    }
+
+    /// A push returns only once `n` replicas of its master have it (as the messaging enqueue
+    /// does with `--redis-min-replica-acks`): a message acked to its sender, or handed over from
+    /// a local queue, must survive a failover.
+    pub fn with_replica_acks(mut self, acks: Option<(u32, std::time::Duration)>) -> Self {
+        self.replica_acks = acks;
+        self
     }
 
     /// The Redis the outbox lives in.
@@ -193,11 +206,28 @@ impl Outbox {
             Value::from(trace.unwrap_or_default()),
             Value::Integer(i64::try_from(self.max_len).unwrap_or(i64::MAX)),
             Value::from(keys::outbox_channel(peer, p)),
+            Value::from(if self.replica_acks.is_some() && self.redis.is_cluster() {
+                "1"
+            } else {
+                ""
+            }),
         ];
+        // One client for the write and its WAIT (WAIT counts what its own connection wrote).
+        let client = self.redis.pool().next();
         let reply: Value = self
             .push
-            .run(self.redis.pool(), vec![Key::from(keys::outbox(peer, p))], args)
+            .run(client, vec![Key::from(keys::outbox(peer, p))], args)
             .await?;
+        let (reply, node) = match reply {
+            Value::Array(mut v) if v.len() == 2 => {
+                let node = v.pop().and_then(|n| n.as_string());
+                (v.pop().unwrap_or(Value::Null), node)
+            }
+            other => (other, None),
+        };
+        if let (Some((n, timeout)), false) = (self.replica_acks, reply.is_null()) {
+            tassis_redis::replicas::wait(client, node.as_deref(), n, timeout).await?;
+        }
         match reply {
             Value::Null => Err(FederationError::Unavailable(format!(
                 "the forwarding queue to {peer} is full ({} entries in partition {p})",

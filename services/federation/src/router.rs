@@ -156,9 +156,12 @@ impl FederatedQueues {
     /// Queues the message for the device's home deployment `home`.
     async fn forward(&self, home: &str, to: &DeviceAddress, payload: Bytes) -> Result<MessageId, MessagingError> {
         if !self.peers.contains(home) {
-            return Err(MessagingError::Unavailable(format!(
-                "the recipient's home deployment {home:?} is not a federation peer of this one"
-            )));
+            // Not reachable from here, and retrying will not change that (the allowlists are
+            // configuration): the sender hears `unknown_device`, and a relayed message is dropped
+            // by its sender instead of blocking its outbox partition until the timeout.
+            tracing::warn!(%home, "a recipient's home deployment is not a federation peer of this one");
+            self.metrics.dropped.with_label_values(&[home, "not_a_peer"]).inc();
+            return Err(MessagingError::UnknownDevice);
         }
         let item = Item::Message(ForwardedMessage {
             message: Some(OutboundMessage {

@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tassis_federation::metrics::Metrics;
 use tassis_federation::outbox::{Item, Outbox, PARTITIONS, Streak, partition};
 use tassis_federation::router::FederatedQueues;
-use tassis_federation::{Presence, RedisPresence};
+use tassis_federation::{Presence, RedisPresence, StaticPresence};
 use tassis_keystore::backend::RegisterLimits;
 use tassis_keystore::{KeyBackend, RedisKeyStore};
 use tassis_messaging::backend::Retention;
@@ -274,16 +274,24 @@ async fn sends_go_local_first_then_by_the_directory() {
     assert_eq!(local.depth(&there).await.unwrap(), 0);
     assert_eq!(metrics.queued.with_label_values(&[peer.as_str()]).get(), 1);
 
-    // Homed at a deployment that is not a peer: refused, nothing queued anywhere.
+    // Homed at a deployment that is not a peer: unreachable from here, nothing queued anywhere.
     let stray = device();
     presence
         .claim(&stray.identity_key, &stray.device_id, "stranger.test")
         .await
         .unwrap();
-    let e = router.enqueue(&stray, Bytes::from_static(b"?")).await.unwrap_err();
-    assert!(
-        matches!(&e, MessagingError::Unavailable(m) if m.contains("not a federation peer")),
-        "{e}"
+    assert!(matches!(
+        router.enqueue(&stray, Bytes::from_static(b"?")).await,
+        Err(MessagingError::UnknownDevice)
+    ));
+    let p = partition(&stray.identity_key, &stray.device_id);
+    assert_eq!(outbox.len("stranger.test", p).await.unwrap(), 0);
+    assert_eq!(
+        metrics
+            .dropped
+            .with_label_values(&["stranger.test", "not_a_peer"])
+            .get(),
+        1
     );
     // Registered nowhere.
     let nobody = device();
@@ -291,6 +299,51 @@ async fn sends_go_local_first_then_by_the_directory() {
         router.enqueue(&nobody, Bytes::from_static(b"?")).await,
         Err(MessagingError::UnknownDevice)
     ));
+}
+
+#[tokio::test]
+async fn with_the_static_directory_everything_is_local() {
+    let redis = tassis_redis::testing::connect().await;
+    let local: Arc<dyn QueueBackend> = Arc::new(RedisQueues::new(redis.clone(), retention()).await.unwrap());
+    let keys = RedisKeyStore::new(redis.clone());
+    let outbox = Arc::new(Outbox::new(redis, 10));
+    let presence = Arc::new(StaticPresence {
+        name: "here.test".into(),
+    });
+    let peer = peer();
+    let router = FederatedQueues::new(
+        local.clone(),
+        presence.clone(),
+        outbox.clone(),
+        "here.test".into(),
+        HashSet::from([peer.clone()]),
+        Metrics::new(&prometheus::Registry::new()),
+    );
+    let here = device();
+    register(&keys, &here).await;
+    router.enqueue(&here, Bytes::from_static(b"local")).await.unwrap();
+    assert_eq!(local.depth(&here).await.unwrap(), 1);
+    // Not registered here is not registered anywhere: nothing goes to the outbox.
+    let other = device();
+    assert!(matches!(
+        router.enqueue(&other, Bytes::from_static(b"?")).await,
+        Err(MessagingError::UnknownDevice)
+    ));
+    assert_eq!(
+        outbox
+            .len(&peer, partition(&other.identity_key, &other.device_id))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        presence
+            .claim(&here.identity_key, &here.device_id, "elsewhere")
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(!presence.is_federated());
 }
 
 #[tokio::test]

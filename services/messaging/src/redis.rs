@@ -45,8 +45,8 @@ use bytes::Bytes;
 use futures::StreamExt;
 use parking_lot::Mutex;
 use tassis_redis::fred::clients::Client;
-use tassis_redis::fred::interfaces::{ClientLike, ClusterInterface, EventInterface, PubsubInterface, StreamsInterface};
-use tassis_redis::fred::types::{ClusterHash, CustomCommand, Key, Value};
+use tassis_redis::fred::interfaces::{ClientLike, EventInterface, PubsubInterface, StreamsInterface};
+use tassis_redis::fred::types::{Key, Value};
 use tassis_redis::{Redis, RedisArgs, RedisError, Script, keys};
 use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
@@ -251,33 +251,9 @@ impl QueueBackend for RedisQueues {
             other => (other, None),
         };
         if let (Some((n, timeout)), false) = (self.replica_acks, reply.is_null()) {
-            let ms = i64::try_from(timeout.as_millis()).unwrap_or(i64::MAX);
-            // Not marked blocking for fred: that would hold back this client's commands to every
-            // node until WAIT answers; Redis itself holds back only what follows on this node's
-            // connection, at most the timeout.
-            let wait = CustomCommand::new_static("WAIT", ClusterHash::Random, false);
-            let args = vec![i64::from(n), ms];
-            let reached: i64 = match node {
-                // On a cluster, WAIT must reach the node that ran the script, found by the id the
-                // script returned: routing by the queue's slot could pick another one while the
-                // slot migrates (an ASK sends the script to the importing node, the slot still
-                // maps to the exporting one), and WAIT there would count replicas of unrelated
-                // writes.
-                Some(id) => {
-                    let server = client
-                        .cached_cluster_state()
-                        .and_then(|r| r.slots().iter().find(|s| *s.id == *id).map(|s| s.primary.clone()))
-                        .ok_or_else(|| unavailable(format!("node {id} that stored the message is not known yet")))?;
-                    client.with_cluster_node(server).custom(wait, args).await
-                }
-                None => client.custom(wait, args).await,
-            }
-            .map_err(unavailable)?;
-            if reached < i64::from(n) {
-                return Err(MessagingError::Unavailable(format!(
-                    "the message reached {reached} of the {n} replicas required within {timeout:?}"
-                )));
-            }
+            tassis_redis::replicas::wait(client, node.as_deref(), n, timeout)
+                .await
+                .map_err(unavailable)?;
         }
         match reply {
             Value::Null => Err(MessagingError::UnknownDevice),

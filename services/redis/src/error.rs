@@ -27,6 +27,9 @@ pub enum RedisError {
     /// Redis answered with something the caller cannot interpret.
     #[error("unexpected reply from Redis: {0}")]
     Reply(String),
+    /// Too few replicas confirmed a write in time (or its node is not known yet).
+    #[error("{0}")]
+    Replicas(String),
     /// A command or connection failed.
     #[error("Redis: {0}")]
     Redis(#[from] fred::error::Error),

@@ -4,6 +4,7 @@
 //! - [`mod@connect`]: one connection pool per process, refusing Redis older than 7.0;
 //! - [`script`]: Lua scripts run by SHA1 with a fallback to EVAL on NOSCRIPT — every backend
 //!   operation is one script, atomic on one slot;
+//! - [`replicas`]: waiting for replica acknowledgements of a write (`--redis-min-replica-acks`);
 //! - [`keys`]: the key layout, shared because messaging's enqueue script reads the keystore's
 //!   registrations (same hash tag, same slot);
 //! - `testing` (feature `testing`): a real Redis Cluster for the backends' tests.
@@ -15,6 +16,7 @@ pub mod args;
 pub mod connect;
 pub mod error;
 pub mod keys;
+pub mod replicas;
 pub mod script;
 #[cfg(feature = "testing")]
 pub mod testing;

@@ -214,7 +214,7 @@ impl Role {
                     let local: Arc<dyn KeyBackend> = Arc::new(RedisKeyStore::new(r.clone()));
                     if presence.is_federated() {
                         // Claims only: the outbox's message cap does not apply to them.
-                        Federation::connect(&presence, r, u64::MAX, &p.registry)
+                        Federation::connect(&presence, &redis, r, u64::MAX, None, &p.registry)
                             .await?
                             .keys(local)
                     } else {
@@ -241,7 +241,7 @@ impl Role {
                 redis.validate()?;
                 presence.validate(redis.is_configured())?;
                 if presence.is_federated() {
-                    federation.validate(presence.name())?;
+                    federation.validate(presence.name(), messaging.max_message_size)?;
                 }
                 let p = Process::start(&common, "messaging").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
@@ -253,9 +253,15 @@ impl Role {
                             .with_replica_acks(messaging.replica_acks()),
                     );
                     if presence.is_federated() {
-                        let fed =
-                            Federation::connect(&presence, r.clone(), federation.federation_max_queue_len, &p.registry)
-                                .await?;
+                        let fed = Federation::connect(
+                            &presence,
+                            &redis,
+                            r.clone(),
+                            federation.federation_max_queue_len,
+                            messaging.replica_acks(),
+                            &p.registry,
+                        )
+                        .await?;
                         let local_keys: Arc<dyn KeyBackend> = Arc::new(RedisKeyStore::new(r));
                         fed.serve_messaging(&federation, local, local_keys, &messaging, p.shutdown.clone())
                             .await?
@@ -427,7 +433,7 @@ async fn standalone(
     redis.validate()?;
     presence.validate(redis.is_configured())?;
     if presence.is_federated() {
-        federation.validate(presence.name())?;
+        federation.validate(presence.name(), messaging.max_message_size)?;
     }
     let p = Process::start(&common, "standalone").await?;
     let local = "127.0.0.1:0".parse::<SocketAddr>().expect("literal");
@@ -444,8 +450,15 @@ async fn standalone(
                 .with_replica_acks(messaging.replica_acks()),
         );
         if presence.is_federated() {
-            let fed =
-                Federation::connect(&presence, r.clone(), federation.federation_max_queue_len, &p.registry).await?;
+            let fed = Federation::connect(
+                &presence,
+                &redis,
+                r.clone(),
+                federation.federation_max_queue_len,
+                messaging.replica_acks(),
+                &p.registry,
+            )
+            .await?;
             let serving = fed
                 .serve_messaging(
                     &federation,

@@ -363,7 +363,8 @@ async fn a_device_moving_home_gets_its_queued_messages_in_order() {
         .unwrap();
     // Sent right after the move, from both sides. What goes through the old home queues behind
     // what it hands over; what reaches the new home directly is delivered at once, so it may come
-    // before the handed-over backlog (never lost, never twice).
+    // before the handed-over backlog. Nothing is lost (an interrupted handoff could deliver
+    // something twice; this one is not interrupted, so each arrives once).
     let mut through_old_home = sent.clone();
     let mut direct = Vec::new();
     for (i, p) in payloads("after the move", 4).into_iter().enumerate() {
@@ -613,6 +614,25 @@ fn configuration_mistakes_are_refused_at_start() {
                 &peer,
             ],
             "/nonexistent/key",
+        ),
+        (
+            vec![
+                "--redis-url",
+                &redis,
+                "--presence-redis-url",
+                &redis,
+                "--public-addr",
+                "a.test",
+                "--federation-signing-key-file",
+                &key,
+                "--federation-peers",
+                &peer,
+                "--federation-batch",
+                "1000",
+                "--federation-max-request-size",
+                "1048576",
+            ],
+            "can exceed --federation-max-request-size",
         ),
     ];
     for (flags, expected) in cases {
