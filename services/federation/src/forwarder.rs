@@ -89,16 +89,19 @@ impl PeerClient {
         r
     }
 
-    /// Forwards messages; returns the peer's outcome of each (possibly fewer: see the proto).
+    /// Forwards messages (each with the traceparent of its send, "" when none); returns the
+    /// peer's outcome of each (possibly fewer: see the proto).
     pub async fn forward(
         &self,
         creds: &Credentials,
         messages: Vec<ForwardedMessage>,
+        traceparents: Vec<String>,
     ) -> Result<Vec<Outcome>, FederationError> {
         let n = nonce();
         let req = ForwardRequest {
             header: Some(header(&creds.name, &self.peer.name, kind::FORWARD, n.clone())),
             messages,
+            traceparents,
         };
         let reply = self
             .client
@@ -178,6 +181,8 @@ pub struct Forwarder {
     live: AtomicU64,
     /// Partitions held, per peer.
     held: HashMap<String, AtomicUsize>,
+    /// Entries waiting in each held partition, as of its latest step (for the depth gauge).
+    depths: parking_lot::Mutex<HashMap<(String, u16), u64>>,
 }
 
 fn ms(d: Duration) -> i64 {
@@ -204,6 +209,7 @@ impl Forwarder {
             owner: hex::encode(rand::random::<[u8; 12]>()),
             live: AtomicU64::new(1),
             held,
+            depths: parking_lot::Mutex::new(HashMap::new()),
         }
     }
 
@@ -224,6 +230,20 @@ impl Forwarder {
         self.held(peer)
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |h| (h > fair).then(|| h - 1))
             .is_ok()
+    }
+
+    /// Records a held partition's depth (None: no longer held) and updates the peer's gauge.
+    fn set_depth(&self, peer: &str, p: u16, depth: Option<u64>) {
+        let mut depths = self.depths.lock();
+        match depth {
+            Some(d) => depths.insert((peer.to_string(), p), d),
+            None => depths.remove(&(peer.to_string(), p)),
+        };
+        let total: u64 = depths.iter().filter(|((q, _), _)| q == peer).map(|(_, d)| *d).sum();
+        self.metrics
+            .outbox_depth
+            .with_label_values(&[peer])
+            .set(i64::try_from(total).unwrap_or(i64::MAX));
     }
 
     /// Heartbeats into the membership set until `shutdown`, then leaves it.
@@ -360,6 +380,7 @@ impl Forwarder {
             }
         }
         done.cancel();
+        self.set_depth(peer, p, None);
         let shed = renewer.await.unwrap_or(false);
         // Compare-and-delete: harmless if the lease expired and somebody else holds it now.
         let _ = self.outbox.release(peer, p, &self.owner).await;
@@ -368,6 +389,7 @@ impl Forwarder {
 
     /// One step (see the module docs).
     async fn step(&self, peer: &str, p: u16) -> Result<Next, FederationError> {
+        self.set_depth(peer, p, Some(self.outbox.len(peer, p).await?));
         let streak = self.outbox.streak(peer, p).await?;
         let entries = self.outbox.head(peer, p, self.timing.batch).await?;
         if entries.is_empty() {
@@ -439,7 +461,8 @@ impl Forwarder {
                         }
                     })
                     .collect();
-                let outcomes = match client.forward(&self.creds, messages).await {
+                let traces = run.iter().map(|e| e.trace.clone().unwrap_or_default()).collect();
+                let outcomes = match client.forward(&self.creds, messages, traces).await {
                     Ok(o) => o,
                     Err(e) => return self.failed(peer, p, e).await,
                 };

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use prometheus::{IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Counters and gauges of federation.
 pub struct Metrics {
@@ -26,6 +26,9 @@ pub struct Metrics {
     pub handed_over: IntCounterVec,
     /// Outbox partitions this process holds the forwarding lease of.
     pub leases: IntGauge,
+    /// Entries waiting in the outbox partitions this process forwards, by peer (sum over the
+    /// replicas for the whole outbox).
+    pub outbox_depth: IntGaugeVec,
 }
 
 impl Metrics {
@@ -41,6 +44,15 @@ impl Metrics {
         )
         .expect("valid metric");
         let _ = registry.register(Box::new(leases.clone()));
+        let outbox_depth = IntGaugeVec::new(
+            Opts::new(
+                "tassis_federation_outbox_depth",
+                "Entries waiting in the outbox partitions this process forwards, by peer",
+            ),
+            &["peer"],
+        )
+        .expect("valid metric");
+        let _ = registry.register(Box::new(outbox_depth.clone()));
         Arc::new(Self {
             queued: vec(
                 "tassis_federation_queued_total",
@@ -83,6 +95,7 @@ impl Metrics {
                 &["peer"],
             ),
             leases,
+            outbox_depth,
         })
     }
 }

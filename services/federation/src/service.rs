@@ -170,8 +170,15 @@ impl Federation for FederationService {
         let (r, peer): (ForwardRequest, _) = self.open(req, kind::FORWARD, "forward").await?;
         let nonce = r.header.as_ref().map(|h| h.nonce.clone()).unwrap_or_default();
         let mut outcomes = Vec::with_capacity(r.messages.len());
-        for m in r.messages {
-            let outcome = self.accept(m).await;
+        for (i, m) in r.messages.into_iter().enumerate() {
+            // Continue the trace of the message's send at its home (the stored message records
+            // this span's context, so its delivery joins the same trace).
+            let span = tracing::info_span!("forwarded", otel.name = "federation receive", otel.kind = "consumer");
+            if let Some(tp) = r.traceparents.get(i).filter(|t| !t.is_empty()) {
+                let carrier = std::collections::HashMap::from([("traceparent".to_string(), tp.clone())]);
+                tassis_runtime::telemetry::set_parent_from(&span, &carrier);
+            }
+            let outcome = tracing::Instrument::instrument(self.accept(m), span).await;
             let label = match outcome {
                 Outcome::Queued => "queued",
                 Outcome::UnknownDevice => "unknown_device",

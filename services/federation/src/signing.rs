@@ -224,6 +224,7 @@ mod tests {
         ForwardRequest {
             header: Some(header(from, to, kind::FORWARD, nonce())),
             messages: vec![],
+            traceparents: vec![],
         }
     }
 

@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::otlp::{Receiver, in_trace_named, trace_ids};
 use common::*;
 use ed25519_dalek::SigningKey;
 use tassis_client::Identity;
@@ -50,6 +51,8 @@ struct Deployment {
     port: u16,
     /// Extra flags (retry interval, timeout).
     flags: Vec<String>,
+    /// Environment of its processes (OTLP export).
+    env: Vec<(String, String)>,
     process: Option<Process>,
     _dir: tempdir::Dir,
 }
@@ -84,6 +87,7 @@ impl Deployment {
             key_file,
             port: free_port(),
             flags: flags.iter().map(|s| s.to_string()).collect(),
+            env: Vec::new(),
             process: None,
             _dir: dir,
         }
@@ -135,7 +139,9 @@ impl Deployment {
     fn start(&mut self, peers: &[&Deployment]) {
         let port = self.port;
         let args = self.flags(peers, Some(port));
-        self.process = Some(standalone(&args.iter().map(String::as_str).collect::<Vec<_>>()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        self.process = Some(Process::start_with_env(BIN, "standalone", &args, &env));
     }
 
     fn process(&self) -> &Process {
@@ -424,6 +430,7 @@ fn forward(creds: &Credentials, at: &str, to: &Address, text: &'static [u8]) -> 
             first_failed: 0,
             last_failed: 0,
         }],
+        traceparents: vec![],
     };
     (creds.seal(&req), n)
 }
@@ -475,6 +482,7 @@ async fn forged_server_to_server_requests_are_refused() {
     let mut req = ForwardRequest {
         header: Some(header("b.test", "a.test", kind::FORWARD, nonce())),
         messages: vec![],
+        traceparents: vec![],
     };
     req.header.as_mut().unwrap().sent_at_ms -= 600_000;
     refused(client.forward(real.seal(&req)).await.unwrap_err());
@@ -703,4 +711,45 @@ async fn split_roles_share_the_forwarding_and_take_over_from_a_dead_replica() {
     }
     assert_eq!(receive_all(&e.conn, sent.len()).await, sent);
     assert_no_events(&e.conn).await;
+}
+
+#[tokio::test]
+async fn one_trace_follows_a_message_across_deployments() {
+    let receiver = Receiver::default();
+    let otlp = format!("http://{}", receiver.start().await);
+    let mut a = Deployment::new("a.test", &["--federation-retry-interval", "200ms"]);
+    let mut b = Deployment::new("b.test", &["--federation-retry-interval", "200ms"]);
+    for (d, service) in [(&mut a, "tassis-a"), (&mut b, "tassis-b")] {
+        for (k, v) in [
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp.as_str()),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+            ("OTEL_TRACES_SAMPLER", "always_on"),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+            ("OTEL_SERVICE_NAME", service),
+        ] {
+            d.env.push((k.into(), v.into()));
+        }
+    }
+    a.start(&[&b]);
+    b.start(&[&a]);
+    let d = registered(&b.url(), Identity::generate_ed25519(), b"phone", 2).await;
+    anon(&a.url())
+        .await
+        .send(d.address(), b"traced".to_vec())
+        .await
+        .unwrap();
+    assert_eq!(recv(&d.conn).await.1, Bytes::from_static(b"traced"));
+
+    // The send at a, its arrival at b, and b's push to the device: one trace.
+    let spans = receiver
+        .wait_for("the send at a", |s| trace_ids(s, "tassis-a", "tassis send").len() == 1)
+        .await;
+    let trace = trace_ids(&spans, "tassis-a", "tassis send").remove(0);
+    receiver
+        .wait_for("b's receive and push in the send's trace", |s| {
+            in_trace_named(s, "tassis-b", "federation receive", &trace)
+                && in_trace_named(s, "tassis-b", "messaging deliver", &trace)
+                && in_trace_named(s, "tassis-b", "gateway push", &trace)
+        })
+        .await;
 }

@@ -11,6 +11,7 @@ use tassis_client::{ClientError, Connection, Identity, ServerEvent};
 use tassis_e2e::Process;
 
 pub mod deployment;
+pub mod otlp;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_tassis");
 
