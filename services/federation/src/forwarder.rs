@@ -33,7 +33,7 @@ use std::time::Duration;
 
 use tassis_messaging::redis::RedisQueues;
 use tassis_proto::federation_v1::federation_client::FederationClient;
-use tassis_proto::federation_v1::{ClaimReply, ClaimRequest, ForwardReply, ForwardRequest, Outcome};
+use tassis_proto::federation_v1::{ClaimReply, ClaimRequest, ForwardReply, ForwardRequest, Outcome, Signed};
 use tassis_proto::tassis::{Address, ForwardedMessage};
 use tassis_runtime::Shutdown;
 use tokio_util::sync::CancellationToken;
@@ -82,11 +82,19 @@ impl PeerClient {
         Ok(Self { peer, client, timeout })
     }
 
-    fn request<T>(&self, msg: T) -> tonic::Request<T> {
-        let mut r = tonic::Request::new(msg);
+    /// Calls one RPC with `signed`, under the request deadline and the current trace context.
+    async fn call<F, Fut>(&self, signed: Signed, rpc: F) -> Result<Signed, FederationError>
+    where
+        F: FnOnce(FederationClient<Channel>, tonic::Request<Signed>) -> Fut,
+        Fut: std::future::Future<Output = Result<tonic::Response<Signed>, tonic::Status>>,
+    {
+        let mut r = tonic::Request::new(signed);
         r.set_timeout(self.timeout);
         tassis_runtime::telemetry::inject(r.metadata_mut());
-        r
+        rpc(self.client.clone(), r)
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(|s| FederationError::Unavailable(format!("{}: {}", self.peer.name, s.message())))
     }
 
     /// Forwards messages (each with the traceparent of its send, "" when none); returns the
@@ -104,12 +112,8 @@ impl PeerClient {
             traceparents,
         };
         let reply = self
-            .client
-            .clone()
-            .forward(self.request(creds.seal(&req)))
-            .await
-            .map_err(|s| FederationError::Unavailable(format!("{}: {}", self.peer.name, s.message())))?
-            .into_inner();
+            .call(creds.seal(&req), |mut c, r| async move { c.forward(r).await })
+            .await?;
         let reply: ForwardReply = creds.open_reply(&reply, kind::FORWARD_REPLY, &self.peer.name, &n)?;
         Ok(reply
             .outcomes
@@ -126,12 +130,8 @@ impl PeerClient {
             address: Some(address),
         };
         let reply = self
-            .client
-            .clone()
-            .claim(self.request(creds.seal(&req)))
-            .await
-            .map_err(|s| FederationError::Unavailable(format!("{}: {}", self.peer.name, s.message())))?
-            .into_inner();
+            .call(creds.seal(&req), |mut c, r| async move { c.claim(r).await })
+            .await?;
         creds.open_reply(&reply, kind::CLAIM_REPLY, &self.peer.name, &n)
     }
 }

@@ -21,7 +21,6 @@
 //! The number of partitions is a layout constant, not a knob: changing it would strand entries in
 //! partitions nobody forwards any more.
 
-use bytes::Bytes;
 use prost::Message;
 use tassis_proto::tassis::{Address, ForwardedMessage};
 use tassis_redis::fred::interfaces::{HashesInterface, KeysInterface, SortedSetsInterface, StreamsInterface};
@@ -100,15 +99,6 @@ end
 return 0
 "#;
 
-/// KEYS: the lease. ARGV: owner. Releases the lease if `owner` holds it.
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"#;
-
 /// KEYS: the failure hash. ARGV: now (ms). Records a failed attempt; returns {first, last}.
 const FAILED: &str = r#"
 redis.call('HSETNX', KEYS[1], 'first', ARGV[1])
@@ -172,7 +162,7 @@ impl Outbox {
             heartbeat: Script::new(HEARTBEAT),
             finish_handoff: Script::new(FINISH_HANDOFF),
             renew: Script::new(RENEW),
-            release: Script::new(RELEASE),
+            release: Script::new(tassis_redis::script::COMPARE_AND_DELETE),
             failed: Script::new(FAILED),
         }
     }
@@ -427,14 +417,6 @@ impl Outbox {
     }
 }
 
-fn value_bytes(v: Value) -> Option<Bytes> {
-    match v {
-        Value::Bytes(b) => Some(b),
-        Value::String(s) => Some(s.into_inner()),
-        _ => None,
-    }
-}
-
 /// One XRANGE entry: `[id, [field, value, ...]]`.
 fn parse_entry(entry: Value) -> Result<Entry, FederationError> {
     let Value::Array(parts) = entry else {
@@ -457,7 +439,7 @@ fn parse_entry(entry: Value) -> Result<Entry, FederationError> {
     while let (Some(name), Some(value)) = (fields.next(), fields.next()) {
         match name.as_bytes() {
             Some(b"k") => kind = value.as_string(),
-            Some(b"p") => payload = value_bytes(value),
+            Some(b"p") => payload = value.into_bytes(),
             Some(b"t") => trace = value.as_string(),
             _ => {}
         }

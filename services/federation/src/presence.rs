@@ -63,20 +63,11 @@ impl Presence for StaticPresence {
     }
 }
 
-/// KEYS: the device's presence key. ARGV: the home releasing it. Deletes only if it matches.
-const RELEASE: &str = r#"
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('DEL', KEYS[1])
-  return 1
-end
-return 0
-"#;
-
 /// The shared directory in Redis.
 pub struct RedisPresence {
     /// The shared presence Redis (not this deployment's own cluster).
     redis: Redis,
-    /// [`RELEASE`].
+    /// Compare-and-delete: only the device's home releases it.
     release: Script,
 }
 
@@ -84,7 +75,7 @@ impl RedisPresence {
     pub fn new(redis: Redis) -> Self {
         Self {
             redis,
-            release: Script::new(RELEASE),
+            release: Script::new(tassis_redis::script::COMPARE_AND_DELETE),
         }
     }
 }

@@ -232,23 +232,50 @@ async fn a_handoff_marker_keeps_the_queue_open_until_it_is_empty() {
     ));
 }
 
-#[tokio::test]
-async fn sends_go_local_first_then_by_the_directory() {
+/// A router of deployment `here.test` with one peer, over the test cluster.
+struct Routing {
+    local: Arc<dyn QueueBackend>,
+    keys: RedisKeyStore,
+    outbox: Arc<Outbox>,
+    peer: String,
+    metrics: Arc<Metrics>,
+    router: FederatedQueues,
+}
+
+async fn routing(presence: Arc<dyn Presence>) -> Routing {
     let redis = tassis_redis::testing::connect().await;
     let local: Arc<dyn QueueBackend> = Arc::new(RedisQueues::new(redis.clone(), retention()).await.unwrap());
-    let keys = RedisKeyStore::new(redis.clone());
-    let presence = Arc::new(RedisPresence::new(redis.clone()));
-    let outbox = Arc::new(Outbox::new(redis, 10));
-    let peer = peer();
-    let metrics = Metrics::new(&prometheus::Registry::new());
+    let outbox = Arc::new(Outbox::new(redis.clone(), 10));
+    let (peer, metrics) = (peer(), Metrics::new(&prometheus::Registry::new()));
     let router = FederatedQueues::new(
         local.clone(),
-        presence.clone(),
+        presence,
         outbox.clone(),
         "here.test".into(),
         HashSet::from([peer.clone()]),
         metrics.clone(),
     );
+    Routing {
+        local,
+        keys: RedisKeyStore::new(redis),
+        outbox,
+        peer,
+        metrics,
+        router,
+    }
+}
+
+#[tokio::test]
+async fn sends_go_local_first_then_by_the_directory() {
+    let presence = Arc::new(RedisPresence::new(tassis_redis::testing::connect().await));
+    let Routing {
+        local,
+        keys,
+        outbox,
+        peer,
+        metrics,
+        router,
+    } = routing(presence.clone()).await;
 
     // Registered here: the local queue, whatever the directory says.
     let here = device();
@@ -303,22 +330,17 @@ async fn sends_go_local_first_then_by_the_directory() {
 
 #[tokio::test]
 async fn with_the_static_directory_everything_is_local() {
-    let redis = tassis_redis::testing::connect().await;
-    let local: Arc<dyn QueueBackend> = Arc::new(RedisQueues::new(redis.clone(), retention()).await.unwrap());
-    let keys = RedisKeyStore::new(redis.clone());
-    let outbox = Arc::new(Outbox::new(redis, 10));
     let presence = Arc::new(StaticPresence {
         name: "here.test".into(),
     });
-    let peer = peer();
-    let router = FederatedQueues::new(
-        local.clone(),
-        presence.clone(),
-        outbox.clone(),
-        "here.test".into(),
-        HashSet::from([peer.clone()]),
-        Metrics::new(&prometheus::Registry::new()),
-    );
+    let Routing {
+        local,
+        keys,
+        outbox,
+        peer,
+        router,
+        ..
+    } = routing(presence.clone()).await;
     let here = device();
     register(&keys, &here).await;
     router.enqueue(&here, Bytes::from_static(b"local")).await.unwrap();

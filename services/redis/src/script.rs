@@ -9,6 +9,16 @@ use fred::types::{FromValue, Key, Value};
 
 use crate::RedisError;
 
+/// KEYS: a STRING. ARGV: a value. Deletes the key only if it holds that value; returns 1 if it
+/// did. For ownership records (a lease, a device's home) that only their owner may remove.
+pub const COMPARE_AND_DELETE: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  return 1
+end
+return 0
+"#;
+
 /// A Lua script and its SHA1.
 #[derive(Clone, Debug)]
 pub struct Script {

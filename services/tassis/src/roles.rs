@@ -247,28 +247,14 @@ impl Role {
                 let listener = tassis_runtime::bind(common.listen).await?;
                 let queues: Arc<dyn QueueBackend> = if redis.is_configured() {
                     let r = tassis_redis::connect(&redis).await?;
-                    let local = Arc::new(
-                        RedisQueues::new(r.clone(), messaging.retention())
-                            .await?
-                            .with_replica_acks(messaging.replica_acks()),
-                    );
-                    if presence.is_federated() {
-                        let fed = Federation::connect(
-                            &presence,
-                            &redis,
-                            r.clone(),
-                            federation.federation_max_queue_len,
-                            messaging.replica_acks(),
-                            &p.registry,
-                        )
-                        .await?;
-                        let local_keys: Arc<dyn KeyBackend> = Arc::new(RedisKeyStore::new(r));
-                        fed.serve_messaging(&federation, local, local_keys, &messaging, p.shutdown.clone())
-                            .await?
-                            .queues
-                    } else {
-                        local
-                    }
+                    let ctx = FederationCtx {
+                        redis: &redis,
+                        presence: &presence,
+                        federation: &federation,
+                        registry: &p.registry,
+                        shutdown: p.shutdown.clone(),
+                    };
+                    redis_queues(&r, &messaging, ctx).await?.0
                 } else {
                     let ks = tassis_gateway::upstream::channel(&keystore)?;
                     Arc::new(MemoryQueues::new(
@@ -405,6 +391,49 @@ impl Registrations for InProcessRegistrations {
     }
 }
 
+/// What a role needs to federate its messaging.
+struct FederationCtx<'a> {
+    /// The role's Redis flags (the presence connection takes its tunables).
+    redis: &'a RedisArgs,
+    presence: &'a PresenceArgs,
+    federation: &'a FederationArgs,
+    registry: &'a prometheus::Registry,
+    /// Stops the federation listener and the forwarder.
+    shutdown: Shutdown,
+}
+
+/// Messaging's queues on Redis `r`: the Redis Cluster queues, and with federation on, the routing
+/// wrapper around them (the federation listener and forwarder then run until the context's
+/// shutdown). Also returns the federation, for the keystore wrapper in standalone.
+async fn redis_queues(
+    r: &tassis_redis::Redis,
+    messaging: &MessagingConfig,
+    ctx: FederationCtx<'_>,
+) -> Result<(Arc<dyn QueueBackend>, Option<Federation>)> {
+    let local = Arc::new(
+        RedisQueues::new(r.clone(), messaging.retention())
+            .await?
+            .with_replica_acks(messaging.replica_acks()),
+    );
+    if !ctx.presence.is_federated() {
+        return Ok((local, None));
+    }
+    let fed = Federation::connect(
+        ctx.presence,
+        ctx.redis,
+        r.clone(),
+        ctx.federation.federation_max_queue_len,
+        messaging.replica_acks(),
+        ctx.registry,
+    )
+    .await?;
+    let local_keys: Arc<dyn KeyBackend> = Arc::new(RedisKeyStore::new(r.clone()));
+    let serving = fed
+        .serve_messaging(ctx.federation, local, local_keys, messaging, ctx.shutdown)
+        .await?;
+    Ok((serving.queues, Some(fed)))
+}
+
 /// The four services' configurations, for standalone.
 struct Services {
     gateway: GatewayConfig,
@@ -444,38 +473,19 @@ async fn standalone(
     let (keys, queues, limiter): Backends = if redis.is_configured() {
         let r = tassis_redis::connect(&redis).await?;
         let local_keys: Arc<dyn KeyBackend> = Arc::new(RedisKeyStore::new(r.clone()));
-        let local_queues = Arc::new(
-            RedisQueues::new(r.clone(), messaging.retention())
-                .await?
-                .with_replica_acks(messaging.replica_acks()),
-        );
-        if presence.is_federated() {
-            let fed = Federation::connect(
-                &presence,
-                &redis,
-                r.clone(),
-                federation.federation_max_queue_len,
-                messaging.replica_acks(),
-                &p.registry,
-            )
-            .await?;
-            let serving = fed
-                .serve_messaging(
-                    &federation,
-                    local_queues,
-                    local_keys.clone(),
-                    &messaging,
-                    internal.clone(),
-                )
-                .await?;
-            (
-                fed.keys(local_keys),
-                serving.queues,
-                tassis_ratelimit::Limiter::shared(r),
-            )
-        } else {
-            (local_keys, local_queues, tassis_ratelimit::Limiter::shared(r))
-        }
+        let ctx = FederationCtx {
+            redis: &redis,
+            presence: &presence,
+            federation: &federation,
+            registry: &p.registry,
+            shutdown: internal.clone(),
+        };
+        let (queues, fed) = redis_queues(&r, &messaging, ctx).await?;
+        let keys = match fed {
+            Some(fed) => fed.keys(local_keys),
+            None => local_keys,
+        };
+        (keys, queues, tassis_ratelimit::Limiter::shared(r))
     } else {
         let keys = Arc::new(MemoryKeyStore::new());
         let regs = Arc::new(InProcessRegistrations(keys.clone()));

@@ -276,14 +276,21 @@ async fn delivers_across_deployments() {
     assert_eq!(err_name(sender.send(nobody, b"?".to_vec()).await), "unknown_device");
 }
 
-#[tokio::test]
-async fn a_peer_down_for_less_than_the_timeout_gets_its_messages_when_back() {
-    let (a, mut b) = pair(&["--federation-retry-interval", "300ms", "--federation-timeout", "10m"]);
+/// A pair with `flags`, a device registered at b (offline), and b killed.
+async fn device_at_b_then_b_down(flags: &[&str]) -> (Deployment, Deployment, Identity, Address) {
+    let (a, mut b) = pair(flags);
     let identity = Identity::generate_ed25519();
     let d = registered(&b.url(), identity.clone(), b"phone", 2).await;
     let to = d.address();
     drop(d);
     b.kill();
+    (a, b, identity, to)
+}
+
+#[tokio::test]
+async fn a_peer_down_for_less_than_the_timeout_gets_its_messages_when_back() {
+    let (a, mut b, identity, to) =
+        device_at_b_then_b_down(&["--federation-retry-interval", "300ms", "--federation-timeout", "10m"]).await;
 
     let sender = anon(&a.url()).await;
     sender
@@ -312,12 +319,8 @@ async fn a_peer_down_for_less_than_the_timeout_gets_its_messages_when_back() {
 
 #[tokio::test]
 async fn a_peer_down_for_longer_than_the_timeout_loses_the_message_counted() {
-    let (a, mut b) = pair(&["--federation-retry-interval", "200ms", "--federation-timeout", "1s"]);
-    let identity = Identity::generate_ed25519();
-    let d = registered(&b.url(), identity.clone(), b"phone", 2).await;
-    let to = d.address();
-    drop(d);
-    b.kill();
+    let (a, mut b, identity, to) =
+        device_at_b_then_b_down(&["--federation-retry-interval", "200ms", "--federation-timeout", "1s"]).await;
 
     let sender = anon(&a.url()).await;
     sender.send(to.clone(), b"too late".to_vec()).await.unwrap();
@@ -530,121 +533,58 @@ fn configuration_mistakes_are_refused_at_start() {
     let key = dir.0.join("k");
     std::fs::write(&key, hex::encode([7u8; 32])).unwrap();
     let key = key.display().to_string();
-    let peer = format!(
-        "b.test={}@http://127.0.0.1:1",
-        hex::encode(SigningKey::from_bytes(&[8u8; 32]).verifying_key().to_bytes())
-    );
+    let public = SigningKey::from_bytes(&[8u8; 32]).verifying_key().to_bytes();
+    let peer = format!("b.test={}@http://127.0.0.1:1", hex::encode(public));
     let base = ["standalone", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"];
-    let cases: Vec<(Vec<&str>, &str)> = vec![
-        (vec!["--presence-redis-url", &redis], "--public-addr"),
+    let presence = ["--redis-url", &redis, "--presence-redis-url", &redis];
+    // A complete federated configuration of a.test but for what `flags` overrides or adds.
+    let federated = |flags: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = presence.iter().map(|s| s.to_string()).collect();
+        let mut set = vec![
+            ("--public-addr", "a.test"),
+            ("--federation-signing-key-file", key.as_str()),
+            ("--federation-peers", peer.as_str()),
+        ];
+        for pair in flags.chunks(2) {
+            match set.iter_mut().find(|(f, _)| *f == pair[0]) {
+                Some(slot) => slot.1 = pair[1],
+                None => set.push((pair[0], pair[1])),
+            }
+        }
+        for (f, val) in set.into_iter().filter(|(_, val)| !val.is_empty()) {
+            v.extend([f.to_string(), val.to_string()]);
+        }
+        v
+    };
+    let owned = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<String>>();
+    let cases: Vec<(Vec<String>, &str)> = vec![
+        (owned(&["--presence-redis-url", &redis]), "--public-addr"),
         (
-            vec!["--presence-redis-url", &redis, "--public-addr", "a.test"],
+            owned(&["--presence-redis-url", &redis, "--public-addr", "a.test"]),
             "--redis-url",
         ),
+        (federated(&["--public-addr", "a test"]), "a deployment name"),
+        (federated(&["--federation-peers", ""]), "lists no peer"),
         (
-            vec![
-                "--redis-url",
-                &redis,
-                "--presence-redis-url",
-                &redis,
-                "--public-addr",
-                "a test",
-            ],
-            "a deployment name",
-        ),
-        (
-            vec![
-                "--redis-url",
-                &redis,
-                "--presence-redis-url",
-                &redis,
-                "--public-addr",
-                "a.test",
-                "--federation-signing-key-file",
-                &key,
-            ],
-            "lists no peer",
-        ),
-        (
-            vec![
-                "--redis-url",
-                &redis,
-                "--presence-redis-url",
-                &redis,
-                "--public-addr",
-                "a.test",
-                "--federation-peers",
-                &peer,
-            ],
+            federated(&["--federation-signing-key-file", ""]),
             "--federation-signing-key-file is not set",
         ),
         (
-            vec![
-                "--redis-url",
-                &redis,
-                "--presence-redis-url",
-                &redis,
-                "--public-addr",
-                "a.test",
-                "--federation-signing-key-file",
-                &key,
-                "--federation-peers",
-                "b.test=zz@http://h:1",
-            ],
+            federated(&["--federation-peers", "b.test=zz@http://h:1"]),
             "--federation-peers entry",
         ),
+        (federated(&["--public-addr", "b.test"]), "lists this deployment itself"),
         (
-            vec![
-                "--redis-url",
-                &redis,
-                "--presence-redis-url",
-                &redis,
-                "--public-addr",
-                "b.test",
-                "--federation-signing-key-file",
-                &key,
-                "--federation-peers",
-                &peer,
-            ],
-            "lists this deployment itself",
-        ),
-        (
-            vec![
-                "--redis-url",
-                &redis,
-                "--presence-redis-url",
-                &redis,
-                "--public-addr",
-                "a.test",
-                "--federation-signing-key-file",
-                "/nonexistent/key",
-                "--federation-peers",
-                &peer,
-            ],
+            federated(&["--federation-signing-key-file", "/nonexistent/key"]),
             "/nonexistent/key",
         ),
         (
-            vec![
-                "--redis-url",
-                &redis,
-                "--presence-redis-url",
-                &redis,
-                "--public-addr",
-                "a.test",
-                "--federation-signing-key-file",
-                &key,
-                "--federation-peers",
-                &peer,
-                "--federation-batch",
-                "1000",
-                "--federation-max-request-size",
-                "1048576",
-            ],
+            federated(&["--federation-batch", "1000", "--federation-max-request-size", "1048576"]),
             "can exceed --federation-max-request-size",
         ),
     ];
     for (flags, expected) in cases {
-        let args: Vec<&str> = base.iter().copied().chain(flags.iter().copied()).collect();
+        let args: Vec<&str> = base.iter().copied().chain(flags.iter().map(String::as_str)).collect();
         let (code, out) = tassis_e2e::start_failure(BIN, &args);
         assert_eq!(code, Some(2), "{flags:?} must fail at start:\n{out}");
         assert!(out.contains(expected), "{flags:?}: expected {expected:?} in:\n{out}");
