@@ -276,7 +276,8 @@ impl Forwarder {
 
     /// Competes for the partition's lease and forwards it while held.
     async fn partition_task(self: Arc<Self>, peer: String, p: u16, shutdown: Shutdown) {
-        let poll = self.timing.lease_ttl / 3;
+        // Free leases (an expired holder's, one given up) are picked up within a quarter TTL.
+        let poll = self.timing.lease_ttl / 4;
         while !shutdown.is_triggered() {
             let room = self.held(&peer).load(Ordering::Acquire) < self.fair_share();
             if room {
@@ -297,7 +298,7 @@ impl Forwarder {
             // Spread the replicas' attempts over the interval.
             let jitter = Duration::from_millis(rand::random::<u64>() % (poll.as_millis() as u64 + 1));
             tokio::select! {
-                _ = tokio::time::sleep(poll / 2 + jitter) => {}
+                _ = tokio::time::sleep(poll / 4 + jitter * 3 / 4) => {}
                 _ = shutdown.wait() => {}
             }
         }

@@ -245,6 +245,7 @@ impl Role {
                 }
                 let p = Process::start(&common, "messaging").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
+                let mut federation_tasks = Vec::new();
                 let queues: Arc<dyn QueueBackend> = if redis.is_configured() {
                     let r = tassis_redis::connect(&redis).await?;
                     let ctx = FederationCtx {
@@ -254,7 +255,9 @@ impl Role {
                         registry: &p.registry,
                         shutdown: p.shutdown.clone(),
                     };
-                    redis_queues(&r, &messaging, ctx).await?.0
+                    let q = redis_queues(&r, &messaging, ctx).await?;
+                    federation_tasks = q.tasks;
+                    q.queues
                 } else {
                     let ks = tassis_gateway::upstream::channel(&keystore)?;
                     Arc::new(MemoryQueues::new(
@@ -266,6 +269,7 @@ impl Role {
                 p.ready_when_serving(listener.local_addr()?);
                 p.health.set_ready(true);
                 tassis_messaging::serve(svc, listener, p.shutdown.clone()).await?;
+                finish_federation(federation_tasks, common.shutdown_grace).await;
                 Ok(())
             }
             Role::FederationKeygen { .. } => self.run_once(),
@@ -402,21 +406,47 @@ struct FederationCtx<'a> {
     shutdown: Shutdown,
 }
 
+/// Messaging's queues, as [`redis_queues`] builds them.
+struct MessagingQueues {
+    /// What the messaging service uses.
+    queues: Arc<dyn QueueBackend>,
+    /// With federation on: for the keystore wrapper in standalone.
+    federation: Option<Federation>,
+    /// The federation listener and forwarder, to wait for once their shutdown is triggered (the
+    /// forwarder releases its leases and leaves the membership on the way out).
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+/// Waits (at most `grace`) for the federation tasks to finish after their shutdown.
+async fn finish_federation(tasks: Vec<tokio::task::JoinHandle<()>>, grace: std::time::Duration) {
+    let deadline = tokio::time::Instant::now() + grace;
+    for t in tasks {
+        if tokio::time::timeout_at(deadline, t).await.is_err() {
+            tracing::warn!("federation did not stop within the grace period");
+            return;
+        }
+    }
+}
+
 /// Messaging's queues on Redis `r`: the Redis Cluster queues, and with federation on, the routing
 /// wrapper around them (the federation listener and forwarder then run until the context's
-/// shutdown). Also returns the federation, for the keystore wrapper in standalone.
+/// shutdown).
 async fn redis_queues(
     r: &tassis_redis::Redis,
     messaging: &MessagingConfig,
     ctx: FederationCtx<'_>,
-) -> Result<(Arc<dyn QueueBackend>, Option<Federation>)> {
+) -> Result<MessagingQueues> {
     let local = Arc::new(
         RedisQueues::new(r.clone(), messaging.retention())
             .await?
             .with_replica_acks(messaging.replica_acks()),
     );
     if !ctx.presence.is_federated() {
-        return Ok((local, None));
+        return Ok(MessagingQueues {
+            queues: local,
+            federation: None,
+            tasks: Vec::new(),
+        });
     }
     let fed = Federation::connect(
         ctx.presence,
@@ -431,7 +461,11 @@ async fn redis_queues(
     let serving = fed
         .serve_messaging(ctx.federation, local, local_keys, messaging, ctx.shutdown)
         .await?;
-    Ok((serving.queues, Some(fed)))
+    Ok(MessagingQueues {
+        queues: serving.queues,
+        federation: Some(fed),
+        tasks: serving.tasks,
+    })
 }
 
 /// The four services' configurations, for standalone.
@@ -469,6 +503,7 @@ async fn standalone(
     // The internal services (and federation) stop only after the gateway has drained its clients.
     let internal = Shutdown::new();
 
+    let mut federation_tasks = Vec::new();
     type Backends = (Arc<dyn KeyBackend>, Arc<dyn QueueBackend>, tassis_ratelimit::Limiter);
     let (keys, queues, limiter): Backends = if redis.is_configured() {
         let r = tassis_redis::connect(&redis).await?;
@@ -480,12 +515,13 @@ async fn standalone(
             registry: &p.registry,
             shutdown: internal.clone(),
         };
-        let (queues, fed) = redis_queues(&r, &messaging, ctx).await?;
-        let keys = match fed {
+        let q = redis_queues(&r, &messaging, ctx).await?;
+        federation_tasks = q.tasks;
+        let keys = match q.federation {
             Some(fed) => fed.keys(local_keys),
             None => local_keys,
         };
-        (keys, queues, tassis_ratelimit::Limiter::shared(r))
+        (keys, q.queues, tassis_ratelimit::Limiter::shared(r))
     } else {
         let keys = Arc::new(MemoryKeyStore::new());
         let regs = Arc::new(InProcessRegistrations(keys.clone()));
@@ -538,5 +574,6 @@ async fn standalone(
             Err(_) => tracing::warn!(service = name, "did not stop within the grace period"),
         }
     }
+    finish_federation(federation_tasks, common.shutdown_grace).await;
     Ok(())
 }

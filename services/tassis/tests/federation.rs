@@ -695,3 +695,35 @@ async fn one_trace_follows_a_message_across_deployments() {
         })
         .await;
 }
+
+#[tokio::test]
+async fn a_graceful_stop_hands_the_forwarding_leases_back() {
+    use tassis_redis::fred::interfaces::{KeysInterface, SortedSetsInterface};
+    let (mut a, _b) = pair(&[]);
+    let redis = a.cluster.as_ref().expect("started").connect().await;
+    let leases = || async {
+        let mut held = 0;
+        for p in 0..tassis_federation::outbox::PARTITIONS {
+            let v: Option<String> = redis
+                .pool()
+                .get(tassis_redis::keys::outbox_lease("b.test", p))
+                .await
+                .unwrap();
+            held += usize::from(v.is_some());
+        }
+        held
+    };
+    wait_metric(a.admin(), "tassis_federation_leases", |v| v == 16.0).await;
+    assert_eq!(leases().await, 16);
+    let members: i64 = redis.pool().zcard(tassis_redis::keys::forwarders()).await.unwrap();
+    assert_eq!(members, 1);
+
+    // SIGTERM: a drains and exits; its leases and its membership go with it, so a replica that
+    // takes over need not wait for them to expire.
+    let mut p = a.process.take().unwrap();
+    p.terminate();
+    assert_eq!(p.wait_exit(Duration::from_secs(30)), Some(0));
+    assert_eq!(leases().await, 0, "every lease released");
+    let members: i64 = redis.pool().zcard(tassis_redis::keys::forwarders()).await.unwrap();
+    assert_eq!(members, 0, "left the membership");
+}
