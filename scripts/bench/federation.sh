@@ -10,7 +10,8 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 WORK=${BENCH_WORK:-/tmp/tassis-bench-fed}; mkdir -p "$WORK"
 rate=$1; mode=${2:-federated}; recv=${3:-1000}; send=${4:-50}; dur=${5:-20s}
 B=$ROOT/target/release/tassis; L=$ROOT/target/release/tassis-load
-cd "$WORK"; pkill -f "$B standalone"; sleep 0.5
+stop() { pkill -f "$B standalone"; while pgrep -f "$B standalone" >/dev/null; do sleep 0.2; done; }
+cd "$WORK"; stop
 OFF="--rate-connections-per-ip off --rate-requests-per-connection off --rate-sends-per-device off --rate-prekey-fetches-per-identity off"
 for d in a b; do [[ -f $d.key ]] || $B federation-keygen --out $d.key > $d.pub; done
 start() { # name port admin fedport redis peer peerpub peerport
@@ -29,4 +30,4 @@ $L --url ws://127.0.0.1:28080/api --sender-url $senders --receivers $recv --send
    --duration $dur --warmup 3s --source-addrs 4 --seed "fed-$mode-$rate-$RANDOM" --quiet \
    --json $ROOT/scripts/bench/federation-$mode-$rate.json
 curl -s http://127.0.0.1:19090/metrics | grep -E '^tassis_federation_(forwarded|queued|failed|dropped)'
-pkill -f "$B standalone"
+stop
