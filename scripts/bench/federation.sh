@@ -28,6 +28,6 @@ senders=ws://127.0.0.1:28080/api
 [[ $mode == federated ]] && senders=ws://127.0.0.1:18080/api
 $L --url ws://127.0.0.1:28080/api --sender-url $senders --receivers $recv --senders $send --rate $rate \
    --duration $dur --warmup 3s --source-addrs 4 --seed "fed-$mode-$rate-$RANDOM" --quiet \
-   --json $ROOT/scripts/bench/federation-$mode-$rate.json
+   --json "$WORK/federation-$mode-$rate.json"
 curl -s http://127.0.0.1:19090/metrics | grep -E '^tassis_federation_(forwarded|queued|failed|dropped)'
 stop
