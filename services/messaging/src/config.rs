@@ -29,16 +29,9 @@ pub struct MessagingConfig {
     #[arg(long, env = "TASSIS_MAX_SUBSCRIPTIONS_PER_STREAM", default_value_t = 1_000_000)]
     pub max_subscriptions_per_stream: usize,
 
-    /// Redis backend: a send is acked only once its message reached this many replicas of the
-    /// queue's master (Redis WAIT), so a master failover cannot lose it. 0: acked once the master
-    /// has it (replication is asynchronous: a failover may lose the last writes).
-    #[arg(long, env = "TASSIS_REDIS_MIN_REPLICA_ACKS", default_value_t = 0)]
-    pub redis_min_replica_acks: u32,
-
-    /// How long an enqueue waits for those replicas; if fewer confirm in time the send fails
-    /// with `unavailable` (the client retries; the message may then be delivered twice).
-    #[arg(long, env = "TASSIS_REDIS_REPLICA_ACK_TIMEOUT", default_value = "500ms", value_parser = parse_duration)]
-    pub redis_replica_ack_timeout: Duration,
+    /// Redis backend: replica acknowledgements of every enqueue (and federation outbox push).
+    #[command(flatten)]
+    pub replica: tassis_redis::replicas::ReplicaAckArgs,
 }
 
 impl Default for MessagingConfig {
@@ -49,8 +42,7 @@ impl Default for MessagingConfig {
             max_message_size: 256 * 1024,
             delivery_batch: 128,
             max_subscriptions_per_stream: 1_000_000,
-            redis_min_replica_acks: 0,
-            redis_replica_ack_timeout: Duration::from_millis(500),
+            replica: Default::default(),
         }
     }
 }
@@ -70,17 +62,12 @@ impl MessagingConfig {
         ensure(self.max_subscriptions_per_stream >= 1, || {
             "--max-subscriptions-per-stream must be at least 1".into()
         })?;
-        ensure(self.redis_min_replica_acks <= 16, || {
-            "--redis-min-replica-acks must be 0..=16".into()
-        })?;
-        ensure(self.redis_replica_ack_timeout >= Duration::from_millis(1), || {
-            "--redis-replica-ack-timeout must be at least 1ms".into()
-        })
+        self.replica.validate()
     }
 
     /// Replica acknowledgements an enqueue waits for, if any.
     pub fn replica_acks(&self) -> Option<(u32, Duration)> {
-        (self.redis_min_replica_acks > 0).then_some((self.redis_min_replica_acks, self.redis_replica_ack_timeout))
+        self.replica.acks()
     }
 
     pub fn retention(&self) -> Retention {

@@ -11,6 +11,48 @@ use fred::types::{ClusterHash, CustomCommand};
 
 use crate::RedisError;
 
+/// The replica-ack flags (with `TASSIS_*` env twins) of the roles whose writes are acked to
+/// clients: messaging (enqueues, federation outbox pushes) and keystore (federation claims).
+#[derive(Clone, Debug, clap::Args)]
+pub struct ReplicaAckArgs {
+    /// Redis backend: a write acked to a client (a send, a federation claim) is acked only once
+    /// it reached this many replicas of its master (Redis WAIT), so a master failover cannot lose
+    /// it. 0: once the master has it (replication is asynchronous: a failover may lose the last
+    /// writes).
+    #[arg(long, env = "TASSIS_REDIS_MIN_REPLICA_ACKS", default_value_t = 0)]
+    pub redis_min_replica_acks: u32,
+
+    /// How long a write waits for those replicas; if fewer confirm in time the request fails
+    /// with `unavailable` (the client retries; a message may then be delivered twice).
+    #[arg(long, env = "TASSIS_REDIS_REPLICA_ACK_TIMEOUT", default_value = "500ms", value_parser = tassis_runtime::config::parse_duration)]
+    pub redis_replica_ack_timeout: Duration,
+}
+
+impl Default for ReplicaAckArgs {
+    fn default() -> Self {
+        Self {
+            redis_min_replica_acks: 0,
+            redis_replica_ack_timeout: Duration::from_millis(500),
+        }
+    }
+}
+
+impl ReplicaAckArgs {
+    pub fn validate(&self) -> Result<(), tassis_runtime::RuntimeError> {
+        tassis_runtime::config::ensure(self.redis_min_replica_acks <= 16, || {
+            "--redis-min-replica-acks must be 0..=16".into()
+        })?;
+        tassis_runtime::config::ensure(self.redis_replica_ack_timeout >= Duration::from_millis(1), || {
+            "--redis-replica-ack-timeout must be at least 1ms".into()
+        })
+    }
+
+    /// (replicas, timeout) when writes wait for replicas.
+    pub fn acks(&self) -> Option<(u32, Duration)> {
+        (self.redis_min_replica_acks > 0).then_some((self.redis_min_replica_acks, self.redis_replica_ack_timeout))
+    }
+}
+
 /// Waits until `n` replicas have every write made so far on `client`'s connection to `node` (the
 /// id of the cluster node that ran the write, as `CLUSTER MYID` inside the script returned it;
 /// None on a standalone server), at most `timeout`. Fails if fewer confirmed in time.

@@ -67,6 +67,9 @@ pub enum Role {
         /// Federation: Register and Unregister write the shared presence directory.
         #[command(flatten)]
         presence: PresenceArgs,
+        /// Federation: device-moved claims wait for replicas like messaging's writes.
+        #[command(flatten)]
+        replica: tassis_redis::replicas::ReplicaAckArgs,
     },
     /// The messaging gRPC service.
     Messaging {
@@ -203,9 +206,11 @@ impl Role {
                 keystore,
                 redis,
                 presence,
+                replica,
             } => {
                 keystore.validate()?;
                 redis.validate()?;
+                replica.validate()?;
                 presence.validate(redis.is_configured())?;
                 let p = Process::start(&common, "keystore").await?;
                 let listener = tassis_runtime::bind(common.listen).await?;
@@ -214,7 +219,7 @@ impl Role {
                     let local: Arc<dyn KeyBackend> = Arc::new(RedisKeyStore::new(r.clone()));
                     if presence.is_federated() {
                         // Claims only: the outbox's message cap does not apply to them.
-                        Federation::connect(&presence, &redis, r, u64::MAX, None, &p.registry)
+                        Federation::connect(&presence, &redis, r, u64::MAX, replica.acks(), &p.registry)
                             .await?
                             .keys(local)
                     } else {
