@@ -727,3 +727,71 @@ async fn a_graceful_stop_hands_the_forwarding_leases_back() {
     let members: i64 = redis.pool().zcard(tassis_redis::keys::forwarders()).await.unwrap();
     assert_eq!(members, 0, "left the membership");
 }
+
+#[tokio::test]
+async fn a_peer_relays_to_a_devices_current_home_but_only_among_its_own_peers() {
+    use tassis_redis::fred::interfaces::KeysInterface;
+    // a (the test speaks for it) forwards to b; b relays to c, its peer, and refuses x, which
+    // it does not federate with.
+    let a = Deployment::new("a.test", &[]);
+    let mut b = Deployment::new("b.test", &["--federation-retry-interval", "200ms"]);
+    let mut c = Deployment::new("c.test", &["--federation-retry-interval", "200ms"]);
+    b.start(&[&a, &c]);
+    c.start(&[&b]);
+    let d = registered(&c.url(), Identity::generate_ed25519(), b"phone", 2).await;
+    let stray = address(&Identity::generate_ed25519(), b"phone");
+    let presence = tassis_redis::testing::connect().await;
+    let _: () = presence
+        .pool()
+        .set(
+            tassis_redis::keys::presence(&stray.identity_key, &stray.device_id),
+            "x.test",
+            None,
+            None,
+            false,
+        )
+        .await
+        .unwrap();
+
+    let creds = a.credentials(&b);
+    let n = nonce();
+    let message = |to: &Address, text: &'static [u8]| ForwardedMessage {
+        message: Some(OutboundMessage {
+            to: Some(to.clone()),
+            unidentified_sender_message: Bytes::from_static(text),
+        }),
+        first_failed: 0,
+        last_failed: 0,
+    };
+    let req = ForwardRequest {
+        header: Some(header("a.test", "b.test", kind::FORWARD, n.clone())),
+        messages: vec![message(&d.address(), b"relayed"), message(&stray, b"nowhere")],
+        traceparents: vec![],
+    };
+    let mut client = FederationClient::connect(b.federation_url()).await.unwrap();
+    let reply = client.forward(creds.seal(&req)).await.unwrap().into_inner();
+    let reply: ForwardReply = creds.open_reply(&reply, kind::FORWARD_REPLY, "b.test", &n).unwrap();
+    assert_eq!(
+        reply.outcomes,
+        vec![Outcome::Queued as i32, Outcome::UnknownDevice as i32],
+        "queued on for c; x is not b's peer"
+    );
+    assert_eq!(recv(&d.conn).await.1, Bytes::from_static(b"relayed"));
+    assert_eq!(
+        metric(b.admin(), r#"tassis_federation_queued_total{peer="c.test"}"#),
+        1.0
+    );
+    assert_eq!(
+        metric(
+            b.admin(),
+            r#"tassis_federation_dropped_total{peer="x.test",reason="not_a_peer"}"#
+        ),
+        1.0
+    );
+    wait_metric(
+        c.admin(),
+        r#"tassis_federation_received_total{outcome="queued",peer="b.test"}"#,
+        |v| v == 1.0,
+    )
+    .await;
+}
