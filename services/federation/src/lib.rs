@@ -45,7 +45,9 @@ use crate::router::{FederatedKeys, FederatedQueues};
 use crate::service::FederationService;
 use crate::signing::Credentials;
 
-/// The federation pieces of one process of a federated deployment.
+/// The federation pieces of one process of a federated deployment (cheap to clone: the routing
+/// wrappers each hold one).
+#[derive(Clone)]
 pub struct Federation {
     /// This deployment's name.
     pub name: String,
@@ -91,13 +93,7 @@ impl Federation {
 
     /// The keystore backend: `local`, writing the directory on Register and Unregister.
     pub fn keys(&self, local: Arc<dyn KeyBackend>) -> Arc<dyn KeyBackend> {
-        Arc::new(FederatedKeys::new(
-            local,
-            self.presence.clone(),
-            self.outbox.clone(),
-            self.name.clone(),
-            self.metrics.clone(),
-        ))
+        Arc::new(FederatedKeys::new(local, self.clone()))
     }
 
     /// For messaging: binds the server-to-server listener, starts the forwarder, and returns the
@@ -121,11 +117,8 @@ impl Federation {
         let local_dyn: Arc<dyn QueueBackend> = local.clone();
         let queues: Arc<dyn QueueBackend> = Arc::new(FederatedQueues::new(
             local_dyn.clone(),
-            self.presence.clone(),
-            self.outbox.clone(),
-            self.name.clone(),
+            self.clone(),
             peers.keys().cloned().collect::<HashSet<_>>(),
-            self.metrics.clone(),
         ));
         let max_request = args.federation_max_request_size;
         let mut clients = HashMap::new();

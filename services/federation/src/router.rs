@@ -20,38 +20,20 @@ use tassis_messaging::backend::{DeviceAddress, QueueBackend, StoredMessage, Watc
 use tassis_messaging::{MessageId, MessagingError};
 use tassis_proto::tassis::{Address, ForwardedMessage, OutboundMessage};
 
-use crate::metrics::Metrics;
-use crate::outbox::{Item, Outbox};
-use crate::presence::Presence;
+use crate::Federation;
+use crate::outbox::Item;
 
 /// The keystore backend of a federated deployment.
 pub struct FederatedKeys {
     /// This deployment's own registrations.
     local: Arc<dyn KeyBackend>,
-    /// The shared directory.
-    presence: Arc<dyn Presence>,
-    /// Where claims for old homes are queued.
-    outbox: Arc<Outbox>,
-    /// This deployment's name.
-    name: String,
-    metrics: Arc<Metrics>,
+    /// The directory, the outbox (claims for old homes go there), this deployment's name.
+    fed: Federation,
 }
 
 impl FederatedKeys {
-    pub fn new(
-        local: Arc<dyn KeyBackend>,
-        presence: Arc<dyn Presence>,
-        outbox: Arc<Outbox>,
-        name: String,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            local,
-            presence,
-            outbox,
-            name,
-            metrics,
-        }
+    pub fn new(local: Arc<dyn KeyBackend>, fed: Federation) -> Self {
+        Self { local, fed }
     }
 }
 
@@ -70,21 +52,21 @@ impl KeyBackend for FederatedKeys {
             .local
             .register(identity_key, device_id, signed_pre_key, one_time_pre_keys, limits)
             .await?;
-        let previous = self.presence.claim(identity_key, device_id, &self.name).await?;
-        if let Some(old) = previous.filter(|p| *p != self.name) {
+        let previous = self.fed.presence.claim(identity_key, device_id, &self.fed.name).await?;
+        if let Some(old) = previous.filter(|p| *p != self.fed.name) {
             let claim = Item::Claim(Address {
                 identity_key: identity_key.clone(),
                 device_id: device_id.clone(),
             });
-            if let Err(e) = self.outbox.push(&old, &claim, None).await {
+            if let Err(e) = self.fed.outbox.push(&old, &claim, None).await {
                 // Put the old home back, so that the client's retry of this Register sees the
                 // move again and queues the claim then.
-                if let Err(undo) = self.presence.claim(identity_key, device_id, &old).await {
+                if let Err(undo) = self.fed.presence.claim(identity_key, device_id, &old).await {
                     tracing::error!(error = %undo, old_home = %old, "could not restore a device's home after a failed claim");
                 }
                 return Err(e.into());
             }
-            self.metrics.claims.with_label_values(&[old.as_str()]).inc();
+            self.fed.metrics.claims.with_label_values(&[old.as_str()]).inc();
             tracing::info!(old_home = %old, "device moved its home here; its old home will hand its messages over");
         }
         Ok(out)
@@ -92,7 +74,10 @@ impl KeyBackend for FederatedKeys {
 
     async fn unregister(&self, identity_key: &Bytes, device_id: &Bytes) -> Result<bool, KeystoreError> {
         let existed = self.local.unregister(identity_key, device_id).await?;
-        self.presence.release(identity_key, device_id, &self.name).await?;
+        self.fed
+            .presence
+            .release(identity_key, device_id, &self.fed.name)
+            .await?;
         Ok(existed)
     }
 
@@ -117,40 +102,21 @@ impl KeyBackend for FederatedKeys {
 pub struct FederatedQueues {
     /// This deployment's own queues.
     local: Arc<dyn QueueBackend>,
-    /// The shared directory.
-    presence: Arc<dyn Presence>,
-    /// Messages for devices homed at peers.
-    outbox: Arc<Outbox>,
-    /// This deployment's name.
-    name: String,
+    /// The directory, the outbox (messages for devices homed at peers), this deployment's name.
+    fed: Federation,
     /// The allowlisted peers: the only deployments messages are forwarded to.
     peers: HashSet<String>,
-    metrics: Arc<Metrics>,
 }
 
 impl FederatedQueues {
-    pub fn new(
-        local: Arc<dyn QueueBackend>,
-        presence: Arc<dyn Presence>,
-        outbox: Arc<Outbox>,
-        name: String,
-        peers: HashSet<String>,
-        metrics: Arc<Metrics>,
-    ) -> Self {
-        Self {
-            local,
-            presence,
-            outbox,
-            name,
-            peers,
-            metrics,
-        }
+    pub fn new(local: Arc<dyn QueueBackend>, fed: Federation, peers: HashSet<String>) -> Self {
+        Self { local, fed, peers }
     }
 
     /// Where the device lives now: None for here.
     async fn remote_home(&self, to: &DeviceAddress) -> Result<Option<String>, MessagingError> {
-        let home = self.presence.home(&to.identity_key, &to.device_id).await?;
-        Ok(home.filter(|h| *h != self.name))
+        let home = self.fed.presence.home(&to.identity_key, &to.device_id).await?;
+        Ok(home.filter(|h| *h != self.fed.name))
     }
 
     /// Queues the message for the device's home deployment `home`.
@@ -160,7 +126,7 @@ impl FederatedQueues {
             // configuration): the sender hears `unknown_device`, and a relayed message is dropped
             // by its sender instead of blocking its outbox partition until the timeout.
             tracing::warn!(%home, "a recipient's home deployment is not a federation peer of this one");
-            self.metrics.dropped.with_label_values(&[home, "not_a_peer"]).inc();
+            self.fed.metrics.dropped.with_label_values(&[home, "not_a_peer"]).inc();
             return Err(MessagingError::UnknownDevice);
         }
         let item = Item::Message(ForwardedMessage {
@@ -174,8 +140,12 @@ impl FederatedQueues {
             first_failed: 0,
             last_failed: 0,
         });
-        let id = self.outbox.push(home, &item, current_traceparent().as_deref()).await?;
-        self.metrics.queued.with_label_values(&[home]).inc();
+        let id = self
+            .fed
+            .outbox
+            .push(home, &item, current_traceparent().as_deref())
+            .await?;
+        self.fed.metrics.queued.with_label_values(&[home]).inc();
         id.parse()
             .map_err(|_| MessagingError::Unavailable(format!("the outbox returned a malformed id {id:?}")))
     }

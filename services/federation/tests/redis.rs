@@ -12,7 +12,7 @@ use bytes::Bytes;
 use tassis_federation::metrics::Metrics;
 use tassis_federation::outbox::{Item, Outbox, PARTITIONS, Streak, partition};
 use tassis_federation::router::FederatedQueues;
-use tassis_federation::{Presence, RedisPresence, StaticPresence};
+use tassis_federation::{Federation, Presence, RedisPresence, StaticPresence};
 use tassis_keystore::backend::RegisterLimits;
 use tassis_keystore::{KeyBackend, RedisKeyStore};
 use tassis_messaging::backend::Retention;
@@ -247,14 +247,13 @@ async fn routing(presence: Arc<dyn Presence>) -> Routing {
     let local: Arc<dyn QueueBackend> = Arc::new(RedisQueues::new(redis.clone(), retention()).await.unwrap());
     let outbox = Arc::new(Outbox::new(redis.clone(), 10));
     let (peer, metrics) = (peer(), Metrics::new(&prometheus::Registry::new()));
-    let router = FederatedQueues::new(
-        local.clone(),
+    let fed = Federation {
+        name: "here.test".into(),
         presence,
-        outbox.clone(),
-        "here.test".into(),
-        HashSet::from([peer.clone()]),
-        metrics.clone(),
-    );
+        outbox: outbox.clone(),
+        metrics: metrics.clone(),
+    };
+    let router = FederatedQueues::new(local.clone(), fed, HashSet::from([peer.clone()]));
     Routing {
         local,
         keys: RedisKeyStore::new(redis),
