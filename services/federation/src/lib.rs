@@ -25,7 +25,6 @@ pub mod service;
 pub mod signing;
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tassis_keystore::KeyBackend;
@@ -62,8 +61,6 @@ pub struct Federation {
 pub struct Serving {
     /// The queue backend to give the messaging service (routes enqueues).
     pub queues: Arc<dyn QueueBackend>,
-    /// Where the server-to-server listener is bound.
-    pub listen: SocketAddr,
     /// The listener and the forwarder tasks; they stop on the shutdown given.
     pub tasks: Vec<tokio::task::JoinHandle<()>>,
 }
@@ -161,6 +158,6 @@ impl Federation {
             }
         }));
         tracing::info!(%listen, name = %self.name, "federation listening");
-        Ok(Serving { queues, listen, tasks })
+        Ok(Serving { queues, tasks })
     }
 }

@@ -196,28 +196,9 @@ impl Outbox {
             Value::from(trace.unwrap_or_default()),
             Value::Integer(i64::try_from(self.max_len).unwrap_or(i64::MAX)),
             Value::from(keys::outbox_channel(peer, p)),
-            Value::from(if self.replica_acks.is_some() && self.redis.is_cluster() {
-                "1"
-            } else {
-                ""
-            }),
         ];
-        // One client for the write and its WAIT (WAIT counts what its own connection wrote).
-        let client = self.redis.pool().next();
-        let reply: Value = self
-            .push
-            .run(client, vec![Key::from(keys::outbox(peer, p))], args)
-            .await?;
-        let (reply, node) = match reply {
-            Value::Array(mut v) if v.len() == 2 => {
-                let node = v.pop().and_then(|n| n.as_string());
-                (v.pop().unwrap_or(Value::Null), node)
-            }
-            other => (other, None),
-        };
-        if let (Some((n, timeout)), false) = (self.replica_acks, reply.is_null()) {
-            tassis_redis::replicas::wait(client, node.as_deref(), n, timeout).await?;
-        }
+        let keys = vec![Key::from(keys::outbox(peer, p))];
+        let reply = tassis_redis::replicas::run_acked(&self.redis, &self.push, keys, args, self.replica_acks).await?;
         match reply {
             Value::Null => Err(FederationError::Unavailable(format!(
                 "the forwarding queue to {peer} is full ({} entries in partition {p})",

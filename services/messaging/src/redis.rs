@@ -232,29 +232,10 @@ impl QueueBackend for RedisQueues {
             Value::Integer(i64::try_from(self.max_age_ms()).unwrap_or(i64::MAX)),
             Value::String(keys::notify_channel(ik, dev).into()),
             Value::String(crate::backend::current_traceparent().unwrap_or_default().into()),
-            Value::from(if self.replica_acks.is_some() && self.redis.is_cluster() {
-                "1"
-            } else {
-                ""
-            }),
         ];
-        // One client (one connection per node) for the write and its WAIT: WAIT counts the
-        // replicas that have every write made earlier on its own connection. Other tasks'
-        // commands interleaved on that connection do not matter: WAIT then covers them too.
-        let client = self.redis.pool().next();
-        let reply: Value = self.enqueue.run(client, keys, args).await.map_err(unavailable)?;
-        let (reply, node) = match reply {
-            Value::Array(mut v) if v.len() == 2 => {
-                let node = v.pop().and_then(|n| n.as_string());
-                (v.pop().unwrap_or(Value::Null), node)
-            }
-            other => (other, None),
-        };
-        if let (Some((n, timeout)), false) = (self.replica_acks, reply.is_null()) {
-            tassis_redis::replicas::wait(client, node.as_deref(), n, timeout)
-                .await
-                .map_err(unavailable)?;
-        }
+        let reply = tassis_redis::replicas::run_acked(&self.redis, &self.enqueue, keys, args, self.replica_acks)
+            .await
+            .map_err(unavailable)?;
         match reply {
             Value::Null => Err(MessagingError::UnknownDevice),
             other => other

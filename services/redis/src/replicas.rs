@@ -7,9 +7,9 @@ use std::time::Duration;
 
 use fred::clients::Client;
 use fred::interfaces::{ClientLike, ClusterInterface};
-use fred::types::{ClusterHash, CustomCommand};
+use fred::types::{ClusterHash, CustomCommand, Key, Value};
 
-use crate::RedisError;
+use crate::{Redis, RedisError, Script};
 
 /// The replica-ack flags (with `TASSIS_*` env twins) of the roles whose writes are acked to
 /// clients: messaging (enqueues, federation outbox pushes) and keystore (federation claims).
@@ -51,6 +51,35 @@ impl ReplicaAckArgs {
     pub fn acks(&self) -> Option<(u32, Duration)> {
         (self.redis_min_replica_acks > 0).then_some((self.redis_min_replica_acks, self.redis_replica_ack_timeout))
     }
+}
+
+/// Runs a write `script` and, with `acks` = (n, timeout), waits until n replicas have it.
+///
+/// The script's last ARGV (appended here) is `1` when it must also report the node that ran it:
+/// it then returns `[reply, CLUSTER MYID]` instead of `reply`. Write and WAIT go through one
+/// client (one connection per node), since WAIT counts what its own connection wrote. A nil reply
+/// (the script wrote nothing) is returned without waiting. Returns the script's own reply.
+pub async fn run_acked(
+    redis: &Redis,
+    script: &Script,
+    keys: Vec<Key>,
+    mut args: Vec<Value>,
+    acks: Option<(u32, Duration)>,
+) -> Result<Value, RedisError> {
+    args.push(Value::from(if acks.is_some() && redis.is_cluster() { "1" } else { "" }));
+    let client = redis.pool().next();
+    let reply: Value = script.run(client, keys, args).await?;
+    let (reply, node) = match reply {
+        Value::Array(mut v) if v.len() == 2 => {
+            let node = v.pop().and_then(|n| n.as_string());
+            (v.pop().unwrap_or(Value::Null), node)
+        }
+        other => (other, None),
+    };
+    if let (Some((n, timeout)), false) = (acks, reply.is_null()) {
+        wait(client, node.as_deref(), n, timeout).await?;
+    }
+    Ok(reply)
 }
 
 /// Waits until `n` replicas have every write made so far on `client`'s connection to `node` (the
