@@ -22,7 +22,7 @@ use common::otlp::{Receiver, in_trace_named, trace_ids};
 use common::*;
 use ed25519_dalek::SigningKey;
 use tassis_client::Identity;
-use tassis_e2e::{Process, http_get};
+use tassis_e2e::Process;
 use tassis_federation::config::Peer;
 use tassis_federation::signing::{Credentials, header, kind, nonce};
 use tassis_proto::federation_v1::federation_client::FederationClient;
@@ -199,28 +199,6 @@ fn pair(flags: &[&str]) -> (Deployment, Deployment) {
     a.start(&[&b]);
     b.start(&[&a]);
     (a, b)
-}
-
-/// One series' value on /metrics (`name{labels}` exactly as Prometheus prints it), 0 if absent.
-fn metric(admin: SocketAddr, series: &str) -> f64 {
-    let (_, body) = http_get(admin, "/metrics").expect("/metrics");
-    body.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0.0)
-}
-
-/// Polls a /metrics series until `ok(value)`, up to 60 s; returns the value.
-async fn wait_metric(admin: SocketAddr, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        let s = series.to_string();
-        let v = tokio::task::spawn_blocking(move || metric(admin, &s)).await.unwrap();
-        if ok(v) {
-            return v;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "{series} stuck at {v}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 /// Receives `n` messages on `c`, acking each; returns their payloads in order.

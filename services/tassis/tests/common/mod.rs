@@ -126,3 +126,34 @@ pub async fn assert_no_events(c: &Connection) {
 pub fn prekey_ids(keys: &[PreKey]) -> Vec<Bytes> {
     keys.iter().map(|k| k.device_id.clone()).collect()
 }
+
+/// One series' value on a process's /metrics (`name{labels}` exactly as Prometheus prints it), 0
+/// if absent.
+pub fn metric(admin: std::net::SocketAddr, series: &str) -> f64 {
+    let (_, body) = tassis_e2e::http_get(admin, "/metrics").expect("/metrics");
+    body.lines()
+        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+/// Polls a /metrics series until `ok(value)` (a counter moved by a background task), up to 60 s;
+/// returns the value.
+pub async fn wait_metric(admin: std::net::SocketAddr, series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    wait_metric_sum(&[admin], series, ok).await
+}
+
+/// Like [`wait_metric`], over the sum of the series on several processes.
+pub async fn wait_metric_sum(admins: &[std::net::SocketAddr], series: &str, ok: impl Fn(f64) -> bool) -> f64 {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let (a, s) = (admins.to_vec(), series.to_string());
+        let v = tokio::task::spawn_blocking(move || a.iter().map(|m| metric(*m, &s)).sum::<f64>())
+            .await
+            .unwrap();
+        if ok(v) {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "{series} stuck at {v}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
