@@ -54,6 +54,23 @@ pub enum Item {
     Unreadable(String),
 }
 
+impl Item {
+    /// A fresh (never failed) forwarded message of `payload` for `to`.
+    pub fn message(to: &tassis_messaging::DeviceAddress, payload: bytes::Bytes) -> Item {
+        Item::Message(ForwardedMessage {
+            message: Some(tassis_proto::tassis::OutboundMessage {
+                to: Some(Address {
+                    identity_key: to.identity_key.clone(),
+                    device_id: to.device_id.clone(),
+                }),
+                unidentified_sender_message: payload,
+            }),
+            first_failed: 0,
+            last_failed: 0,
+        })
+    }
+}
+
 /// One outbox entry.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Entry {

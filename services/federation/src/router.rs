@@ -18,7 +18,7 @@ use tassis_keystore::backend::{DeviceStatus, PreKeyBundle, RegisterLimits, Regis
 use tassis_keystore::{KeyBackend, KeystoreError};
 use tassis_messaging::backend::{DeviceAddress, QueueBackend, StoredMessage, Watch, current_traceparent};
 use tassis_messaging::{MessageId, MessagingError};
-use tassis_proto::tassis::{Address, ForwardedMessage, OutboundMessage};
+use tassis_proto::tassis::Address;
 
 use crate::Federation;
 use crate::outbox::Item;
@@ -129,17 +129,7 @@ impl FederatedQueues {
             self.fed.metrics.dropped.with_label_values(&[home, "not_a_peer"]).inc();
             return Err(MessagingError::UnknownDevice);
         }
-        let item = Item::Message(ForwardedMessage {
-            message: Some(OutboundMessage {
-                to: Some(Address {
-                    identity_key: to.identity_key.clone(),
-                    device_id: to.device_id.clone(),
-                }),
-                unidentified_sender_message: payload,
-            }),
-            first_failed: 0,
-            last_failed: 0,
-        });
+        let item = Item::message(to, payload);
         let id = self
             .fed
             .outbox

@@ -9,7 +9,7 @@ use tassis_messaging::MessagingError;
 use tassis_messaging::backend::{DeviceAddress, QueueBackend};
 use tassis_proto::federation_v1::federation_server::{Federation, FederationServer};
 use tassis_proto::federation_v1::{ClaimReply, ClaimRequest, ForwardReply, ForwardRequest, Outcome, Signed};
-use tassis_proto::tassis::{Address, ForwardedMessage, OutboundMessage};
+use tassis_proto::tassis::{ForwardedMessage, OutboundMessage};
 use tassis_runtime::Shutdown;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request, Response, Status};
@@ -136,17 +136,7 @@ impl FederationService {
                 continue;
             }
             for m in batch {
-                let item = Item::Message(ForwardedMessage {
-                    message: Some(OutboundMessage {
-                        to: Some(Address {
-                            identity_key: ik.clone(),
-                            device_id: dev.clone(),
-                        }),
-                        unidentified_sender_message: m.payload,
-                    }),
-                    first_failed: 0,
-                    last_failed: 0,
-                });
+                let item = Item::message(device, m.payload);
                 // Each message leaves the local queue only once the outbox has it.
                 self.outbox.push(home, &item, m.trace.as_deref()).await?;
                 self.local_queues.ack(device, m.id).await.map_err(|e| unavailable(&e))?;

@@ -17,7 +17,7 @@ use tassis_keystore::backend::RegisterLimits;
 use tassis_keystore::{KeyBackend, RedisKeyStore};
 use tassis_messaging::backend::Retention;
 use tassis_messaging::{DeviceAddress, MessagingError, QueueBackend, RedisQueues};
-use tassis_proto::tassis::{Address, ForwardedMessage, OutboundMessage};
+use tassis_proto::tassis::Address;
 
 fn device() -> DeviceAddress {
     DeviceAddress {
@@ -32,14 +32,7 @@ fn peer() -> String {
 }
 
 fn message(to: &DeviceAddress, text: &str) -> Item {
-    Item::Message(ForwardedMessage {
-        message: Some(OutboundMessage {
-            to: Some(address(to)),
-            unidentified_sender_message: Bytes::copy_from_slice(text.as_bytes()),
-        }),
-        first_failed: 0,
-        last_failed: 0,
-    })
+    Item::message(to, Bytes::copy_from_slice(text.as_bytes()))
 }
 
 fn address(d: &DeviceAddress) -> Address {
